@@ -1,0 +1,1 @@
+"""Application services that run beside the server over the appservice API."""

@@ -1,0 +1,1 @@
+"""Client-side Olm/Megolm on vodozemac. A client library: never imports homeserver."""

@@ -1,0 +1,1 @@
+"""Qasid homeserver: client-server API, rooms, storage, events core, admin and policy."""

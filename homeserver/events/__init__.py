@@ -1,0 +1,1 @@
+"""The Matrix event core (placeholder; the public API is defined here once written)."""
