@@ -1,0 +1,35 @@
+"""Storage: the only package with SQL. ``Storage`` bundles the stores over one database."""
+
+from __future__ import annotations
+
+from homeserver.storage.database import Connection, Database, connect
+from homeserver.storage.devices import DeviceStore
+from homeserver.storage.migrations import migrate
+from homeserver.storage.registration_tokens import RegistrationTokenStore
+from homeserver.storage.uia import UiaStore
+from homeserver.storage.users import UserStore
+
+
+class Storage:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.users = UserStore(db)
+        self.devices = DeviceStore(db)
+        self.registration_tokens = RegistrationTokenStore(db)
+        self.uia = UiaStore(db)
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":
+        db = await connect(url, pool_size=pool_size)
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+__all__ = ["Connection", "Database", "Storage", "connect", "migrate"]
