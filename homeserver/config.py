@@ -130,6 +130,7 @@ class Config:
     federation_domain_whitelist: list[str] | None = _f(None, "When set, federate only with these server names.")
     serve_server_wellknown: bool = _f(False, "Serve /.well-known/matrix/server pointing at this server's port 443.")
     extra_well_known_client_content: dict[str, Any] = _f({}, "Extra keys merged into /.well-known/matrix/client.")
+    require_auth_for_profile_requests: bool = _f(False, "Require an access token to read profiles.")
     admin_contact: str | None = _f(None, "Contact address shown to users in some errors (e.g. mailto:ict@mofa.gov.example).")
     rc_message: RateLimit = _f(RateLimit(0.2, 10), "Messages sent per user.")
     rc_registration: RateLimit = _f(RateLimit(0.17, 3), "Registration attempts per client IP address.")

@@ -26,6 +26,9 @@ class AccessTokenRecord:
     valid_until_ts: int | None
     refresh_token_hash: str | None
     puppeted_by: str | None
+    admin: bool
+    deactivated: bool
+    locked: bool
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,16 @@ class DeviceStore:
         )
 
     async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None:
+        # One query per authenticated request: the user's flags come along so no second lookup is needed.
         row = await self.db.fetchrow(
-            "SELECT user_id, device_id, valid_until_ts, refresh_token_hash, puppeted_by"
-            " FROM access_tokens WHERE token_hash = $1",
+            "SELECT t.user_id, t.device_id, t.valid_until_ts, t.refresh_token_hash, t.puppeted_by,"
+            " u.admin, u.deactivated, u.locked"
+            " FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
             token_hash,
         )
-        return AccessTokenRecord(row[0], row[1], row[2], row[3], row[4]) if row else None
+        if row is None:
+            return None
+        return AccessTokenRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]), bool(row[7]))
 
     async def delete_access_token(self, conn: Connection, token_hash: str) -> None:
         await conn.execute("DELETE FROM access_tokens WHERE token_hash = $1", token_hash)

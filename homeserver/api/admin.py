@@ -1,0 +1,6 @@
+"""Synapse-compatible admin API (written next)."""
+from homeserver.api.http import Routes
+
+
+def setup(routes: Routes) -> None:
+    pass

@@ -1,0 +1,273 @@
+"""The ``qasid`` command. Wrong flags or files print one clear line and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+import yaml
+
+from homeserver.config import Config, ConfigError, Listener, load_config, parse_config, parse_duration, render_template
+from homeserver.errors import MatrixError
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qasid", description="Qasid: a sovereign, federated Matrix homeserver.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", required=True, metavar="FILE", help="homeserver.yaml")
+        return p
+
+    p = sub.add_parser("init", help="write a new homeserver.yaml and signing key")
+    p.add_argument("--server-name", required=True)
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--http-port", type=int, default=8008)
+    p.add_argument("--bind", default="127.0.0.1")
+
+    with_config(sub.add_parser("run", help="serve"))
+    with_config(sub.add_parser("check-config", help="validate a configuration file"))
+    sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+
+    user = sub.add_parser("user", help="manage local users").add_subparsers(dest="user_command", metavar="ACTION", parser_class=_Parser)
+    user.required = True
+    p = with_config(user.add_parser("add", help="create a user"))
+    p.add_argument("localpart")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--password")
+    g.add_argument("--password-file", type=Path)
+    p.add_argument("--admin", action="store_true")
+    p.add_argument("--displayname")
+    p = with_config(user.add_parser("list", help="list users"))
+    p.add_argument("--deactivated", action="store_true", help="include deactivated users")
+    p = with_config(user.add_parser("deactivate", help="deactivate a user"))
+    p.add_argument("user", help="user ID or localpart")
+    p.add_argument("--erase", action="store_true", help="also mark the user's data for erasure")
+
+    tok = sub.add_parser("registration-token", help="manage registration tokens").add_subparsers(dest="token_command", metavar="ACTION", parser_class=_Parser)
+    tok.required = True
+    p = with_config(tok.add_parser("create", help="create a token and print it"))
+    p.add_argument("--uses", type=int, help="how many registrations it allows (default: unlimited)")
+    p.add_argument("--expires-in", metavar="DURATION", help="e.g. 7d, 12h")
+    p.add_argument("--token", help="use this token instead of a random one")
+    with_config(tok.add_parser("list", help="list tokens"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (CliError, ConfigError) as e:
+        sys.stderr.write(f"qasid: error: {e}\n")
+        return EXIT_USAGE
+    except MatrixError as e:
+        sys.stderr.write(f"qasid: error: {e.error}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "init":
+        return _init(args)
+    if args.command == "config-reference":
+        from homeserver.config import config_reference_markdown
+
+        sys.stdout.write(config_reference_markdown())
+        return 0
+    config = _load(args.config)
+    if args.command == "check-config":
+        _check_files(config)
+        print(f"{args.config}: configuration is valid")
+        return 0
+    if args.command == "run":
+        _check_files(config)
+        return _run(config)
+    return asyncio.run(_offline_command(args, config))
+
+
+def _load(path: str) -> Config:
+    if not Path(path).is_file():
+        raise CliError(f"config file not found: {path}")
+    return load_config(path)
+
+
+def _check_files(config: Config) -> None:
+    from homeserver.signing_key import read_signing_keys
+
+    key_path = config.resolve_path(config.signing_key_path)
+    if not key_path.is_file():
+        raise CliError(f"signing_key_path: file not found: {key_path}")
+    try:
+        read_signing_keys(key_path)
+    except ValueError as e:
+        raise CliError(f"signing_key_path: {e}") from None
+    for name in ("tls_certificate_path", "tls_private_key_path"):
+        value = getattr(config, name)
+        if value and not config.resolve_path(value).is_file():
+            raise CliError(f"{name}: file not found: {config.resolve_path(value)}")
+
+
+def _init(args: argparse.Namespace) -> int:
+    from homeserver.signing_key import write_new_signing_key
+
+    data_dir: Path = args.data_dir
+    cfg_path = data_dir / "homeserver.yaml"
+    key_path = data_dir / "signing.key"
+    for p in (cfg_path, key_path):
+        if p.exists():
+            raise CliError(f"{p} already exists; refusing to overwrite")
+    if not 0 < args.http_port < 65536:
+        raise CliError("--http-port must be between 1 and 65535")
+    try:
+        config = parse_config({
+            "server_name": args.server_name,
+            "listeners": [{"port": args.http_port, "bind_addresses": [args.bind]}],
+            "registration_shared_secret": secrets.token_urlsafe(32),
+        }, environ={})
+    except ConfigError as e:
+        raise CliError(str(e).replace("server_name:", "--server-name:")) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_new_signing_key(key_path)
+    fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(render_template(config))
+    print(f"Wrote {cfg_path} and {key_path} for {config.server_name}.")
+    print(f"Start it with: qasid run -c {cfg_path}")
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _run(config: Config) -> int:
+    _setup_logging(config.log_level)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(_serve(config))
+    except OSError as e:
+        raise CliError(f"cannot listen: {e.strerror or e}") from None
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    from aiohttp import web
+
+    from homeserver.app import start_homeserver
+    from homeserver.storage.migrations import SchemaTooNew
+
+    try:
+        _, app = await start_homeserver(config)
+    except SchemaTooNew as e:
+        raise CliError(str(e)) from None
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    log = logging.getLogger("qasid")
+    try:
+        for lst in config.listeners:
+            ctx = _ssl_context(config) if lst.tls else None
+            for addr in lst.bind_addresses:
+                await web.TCPSite(runner, addr, lst.port, ssl_context=ctx).start()
+                log.info("listening on %s://%s:%d", "https" if ctx else "http", addr, lst.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("Qasid serving %s", config.server_name)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    assert config.tls_certificate_path and config.tls_private_key_path
+    ctx.load_cert_chain(config.resolve_path(config.tls_certificate_path), config.resolve_path(config.tls_private_key_path))
+    return ctx
+
+
+async def _offline_command(args: argparse.Namespace, config: Config) -> int:
+    """User and token administration straight against the database (works while the server runs)."""
+    from homeserver.app import HomeServer
+    from homeserver.storage import Storage
+    from homeserver.storage.users import UserListQuery
+
+    storage = await Storage.open(config.database_url, pool_size=2)
+    try:
+        hs = HomeServer.build(config, storage)
+        if args.command == "user":
+            if args.user_command == "add":
+                password = args.password
+                if args.password_file is not None:
+                    try:
+                        password = args.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+                    except OSError as e:
+                        raise CliError(f"cannot read {args.password_file}: {e.strerror}") from None
+                password_hash = await hs.accounts.hash_new_password(password)
+                async with storage.db.transaction() as conn:
+                    user_id = await hs.accounts.create_user(
+                        conn, args.localpart, password_hash, admin=args.admin, displayname=args.displayname
+                    )
+                print(user_id)
+            elif args.user_command == "list":
+                users, _ = await storage.users.list(UserListQuery(limit=1_000_000, deactivated=args.deactivated))
+                for u in users:
+                    flags = [f for f, on in (("admin", u.admin), ("deactivated", u.deactivated), ("locked", u.locked)) if on]
+                    print(u.user_id + (f"  ({', '.join(flags)})" if flags else ""))
+            elif args.user_command == "deactivate":
+                user_id = args.user if args.user.startswith("@") else f"@{args.user}:{config.server_name}"
+                if not await storage.users.exists(user_id):
+                    raise CliError(f"no such user: {user_id}")
+                await hs.accounts.deactivate(user_id, erase=args.erase)
+                print(f"deactivated {user_id}")
+        elif args.command == "registration-token":
+            if args.token_command == "create":
+                expiry = None
+                if args.expires_in is not None:
+                    try:
+                        expiry = hs.clock.time_ms() + parse_duration(args.expires_in)
+                    except ValueError as e:
+                        raise CliError(f"--expires-in: {e}") from None
+                if args.uses is not None and args.uses < 1:
+                    raise CliError("--uses must be at least 1")
+                tok = await hs.registration_tokens.create(args.token, uses_allowed=args.uses, expiry_time=expiry)
+                print(tok.token)
+            else:
+                for t in await storage.registration_tokens.list():
+                    print(f"{t.token}\tuses_allowed={t.uses_allowed}\tcompleted={t.completed}\tpending={t.pending}\texpiry_time={t.expiry_time}")
+        return 0
+    finally:
+        await storage.close()

@@ -1,0 +1,1 @@
+"""Services: the server's logic. Each takes storage and its peers as constructor arguments; no globals."""
