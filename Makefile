@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+QASID := $(VENV)/bin/qasid
+DATA := data
+
+.PHONY: run test bench docs clean
+
+$(VENV)/bin/activate:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Qasid needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-install only when the package metadata changes.
+$(VENV)/.installed: $(VENV)/bin/activate setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e '.[speed]'
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed setup.cfg
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+$(DATA)/homeserver.yaml: | $(VENV)/.installed
+	$(QASID) init --server-name localhost:8008 --data-dir $(DATA)
+
+run: $(VENV)/.installed $(DATA)/homeserver.yaml
+	$(QASID) run -c $(DATA)/homeserver.yaml
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test
+	$(PY) -m bench
+
+docs: $(VENV)/.installed
+	$(QASID) config-reference > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Test support: real servers on loopback sockets and a small Matrix HTTP client."""
