@@ -57,13 +57,12 @@ class DeviceStore:
         self, conn: Connection, user_id: str, device_id: str, display_name: str | None, now: int
     ) -> bool:
         """Create the device if new (True), else leave it and its name alone (False), as Synapse does."""
-        if await conn.fetchrow("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id):
-            return False
-        await conn.execute(
-            "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)",
+        inserted = await conn.execute(
+            "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id, device_id) DO NOTHING",
             user_id, device_id, display_name, now,
         )
-        return True
+        return inserted > 0
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRecord | None:
         row = await self.db.fetchrow(

@@ -36,14 +36,12 @@ class RegistrationTokenStore:
         self.db = db
 
     async def create(self, token: str, uses_allowed: int | None, expiry_time: int | None, now: int) -> bool:
-        async with self.db.transaction() as conn:
-            if await conn.fetchrow("SELECT 1 FROM registration_tokens WHERE token = $1", token):
-                return False
-            await conn.execute(
-                "INSERT INTO registration_tokens (token, uses_allowed, expiry_time, created_ts) VALUES ($1, $2, $3, $4)",
-                token, uses_allowed, expiry_time, now,
-            )
-            return True
+        inserted = await self.db.execute(
+            "INSERT INTO registration_tokens (token, uses_allowed, expiry_time, created_ts) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (token) DO NOTHING",
+            token, uses_allowed, expiry_time, now,
+        )
+        return inserted > 0
 
     async def get(self, token: str, conn: Connection | None = None) -> RegistrationToken | None:
         row = await (conn or self.db).fetchrow(f"SELECT {_COLS} FROM registration_tokens WHERE token = $1", token)

@@ -62,15 +62,16 @@ class UserStore:
         self, conn: Connection, user_id: str, password_hash: str | None, *, admin: bool, creation_ts: int,
         user_type: str | None = None, appservice_id: str | None = None,
     ) -> bool:
-        """Insert a user; False if the ID is taken (the caller maps that to M_USER_IN_USE)."""
-        if await conn.fetchrow("SELECT 1 FROM users WHERE user_id = $1", user_id):
-            return False
-        await conn.execute(
+        """Insert a user; False if the ID is taken (the caller maps that to M_USER_IN_USE).
+
+        ON CONFLICT makes a concurrent registration of the same name a clean False, not an error.
+        """
+        inserted = await conn.execute(
             "INSERT INTO users (user_id, password_hash, admin, creation_ts, user_type, appservice_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
             user_id, password_hash, int(admin), creation_ts, user_type, appservice_id,
         )
-        return True
+        return inserted > 0
 
     async def get(self, user_id: str, conn: Connection | None = None) -> UserRecord | None:
         row = await (conn or self.db).fetchrow(f"SELECT {_COLUMNS} FROM users WHERE user_id = $1", user_id)
