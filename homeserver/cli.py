@@ -17,6 +17,7 @@ import yaml
 
 from homeserver.config import Config, ConfigError, Listener, load_config, parse_config, parse_duration, render_template
 from homeserver.errors import MatrixError
+from homeserver.storage.migrations import SchemaTooNew
 
 EXIT_USAGE = 2
 
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except MatrixError as e:
         sys.stderr.write(f"qasid: error: {e.error}\n")
+        return EXIT_USAGE
+    except SchemaTooNew as e:
+        sys.stderr.write(f"qasid: error: {e}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -186,12 +190,8 @@ async def _serve(config: Config) -> None:
     from aiohttp import web
 
     from homeserver.app import start_homeserver
-    from homeserver.storage.migrations import SchemaTooNew
 
-    try:
-        _, app = await start_homeserver(config)
-    except SchemaTooNew as e:
-        raise CliError(str(e)) from None
+    _, app = await start_homeserver(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     log = logging.getLogger("qasid")
