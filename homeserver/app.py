@@ -18,7 +18,7 @@ from homeserver.api.http import REQUEST_ID, Routes, access_token_from, matrix_mi
 from homeserver.clock import Clock
 from homeserver.config import Config
 from homeserver.errors import MatrixError
-from homeserver.services.accounts import AccountService
+from homeserver.services.accounts import AccountService, password_stage
 from homeserver.services.devices import DeviceService
 from homeserver.services.passwords import PasswordHasher
 from homeserver.services.profile import ProfileService
@@ -26,7 +26,7 @@ from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.registration import RegistrationService
 from homeserver.services.registration_tokens import RegistrationTokenService
 from homeserver.services.sessions import Requester, SessionService
-from homeserver.services.uia import UiaService
+from homeserver.services.uia import UiaResult, UiaService
 from homeserver.storage import Storage
 
 logger = logging.getLogger("qasid")
@@ -74,6 +74,13 @@ class HomeServer:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         return await self.sessions.authenticate(
             token, ip=client_ip(request), user_agent=request.headers.get("User-Agent")
+        )
+
+    async def reauthenticate(self, request: web.Request, requester: Requester, body: dict[str, Any]) -> UiaResult:
+        """UIA for sensitive actions by a logged-in user: they must prove their password again."""
+        return await self.uia.authenticate(
+            method=request.method, uri=request.path, body=body, flows=[["m.login.password"]],
+            checkers={"m.login.password": password_stage(self.accounts, requester.user_id)},
         )
 
     async def admin_requester(self, request: web.Request) -> Requester:

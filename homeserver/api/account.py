@@ -7,7 +7,6 @@ from aiohttp import web
 from homeserver.api.context import hs_of
 from homeserver.api.http import Routes, get_bool, json_response, read_json
 from homeserver.errors import missing_param
-from homeserver.services.accounts import password_stage
 from homeserver.services.passwords import check_password_policy
 
 
@@ -24,10 +23,7 @@ async def post_password(request: web.Request) -> web.Response:
     # Check the new password before asking the user to re-authenticate for it.
     if "new_password" in body:
         check_password_policy(body["new_password"], hs.config.password_config.policy)
-    result = await hs.uia.authenticate(
-        method=request.method, uri=request.path, body=body, flows=[["m.login.password"]],
-        checkers={"m.login.password": password_stage(hs.accounts, requester.user_id)},
-    )
+    result = await hs.reauthenticate(request, requester, body)
     new_password = result.clientdict.get("new_password", body.get("new_password"))
     if new_password is None:
         raise missing_param("new_password")
@@ -43,10 +39,7 @@ async def post_deactivate(request: web.Request) -> web.Response:
     requester = await hs.requester(request)
     body = await read_json(request, allow_empty=True)
     erase = get_bool(body, "erase", False)
-    result = await hs.uia.authenticate(
-        method=request.method, uri=request.path, body=body, flows=[["m.login.password"]],
-        checkers={"m.login.password": password_stage(hs.accounts, requester.user_id)},
-    )
+    result = await hs.reauthenticate(request, requester, body)
     await hs.accounts.deactivate(requester.user_id, erase=erase)
     await hs.uia.finish(result.session)
     return json_response({"id_server_unbind_result": "no-support"})

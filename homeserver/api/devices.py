@@ -6,7 +6,6 @@ from aiohttp import web
 
 from homeserver.api.context import hs_of
 from homeserver.api.http import Routes, get_str_list, json_response, read_json
-from homeserver.services.accounts import password_stage
 
 
 async def get_devices(request: web.Request) -> web.Response:
@@ -35,10 +34,7 @@ async def delete_device(request: web.Request) -> web.Response:
     body = await read_json(request, allow_empty=True)
     device_id = request.match_info["device_id"]
     await hs.devices.get(requester.user_id, device_id)  # 404 before asking for a password
-    result = await hs.uia.authenticate(
-        method=request.method, uri=request.path, body=body, flows=[["m.login.password"]],
-        checkers={"m.login.password": password_stage(hs.accounts, requester.user_id)},
-    )
+    result = await hs.reauthenticate(request, requester, body)
     await hs.devices.delete(requester.user_id, [device_id])
     await hs.uia.finish(result.session)
     return json_response({})
@@ -49,10 +45,7 @@ async def post_delete_devices(request: web.Request) -> web.Response:
     requester = await hs.requester(request)
     body = await read_json(request)
     device_ids = get_str_list(body, "devices")
-    result = await hs.uia.authenticate(
-        method=request.method, uri=request.path, body=body, flows=[["m.login.password"]],
-        checkers={"m.login.password": password_stage(hs.accounts, requester.user_id)},
-    )
+    result = await hs.reauthenticate(request, requester, body)
     await hs.devices.delete(requester.user_id, device_ids)
     await hs.uia.finish(result.session)
     return json_response({})
