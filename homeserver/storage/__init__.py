@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from homeserver.storage.database import Connection, Database, connect
 from homeserver.storage.devices import DeviceStore
+from homeserver.storage.events import AliasStore, EventStore
+from homeserver.storage.filters import FilterStore
 from homeserver.storage.migrations import migrate
 from homeserver.storage.registration_tokens import RegistrationTokenStore
+from homeserver.storage.state import StateStore
 from homeserver.storage.uia import UiaStore
 from homeserver.storage.users import UserStore
 
@@ -17,6 +20,10 @@ class Storage:
         self.devices = DeviceStore(db)
         self.registration_tokens = RegistrationTokenStore(db)
         self.uia = UiaStore(db)
+        self.events = EventStore(db)
+        self.state = StateStore(db)
+        self.aliases = AliasStore(db)
+        self.filters = FilterStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

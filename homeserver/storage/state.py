@@ -60,9 +60,12 @@ class StateStore:
             "INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
             [(snapshot_id, k[0], k[1], v) for k, v in entries],
         )
-        self._chain[snapshot_id] = chain
-        self._remember(snapshot_id, full)
+        # Not cached here: the caller's transaction may still roll back and the ID be reused.
         return snapshot_id
+
+    def cache_snapshot(self, snapshot_id: int, state: Mapping[StateKey, str]) -> None:
+        """Call after the transaction that created ``snapshot_id`` committed, so the next read is free."""
+        self._remember(snapshot_id, dict(state))
 
     async def _chain_length(self, snapshot_id: int, conn: Connection | Database) -> int:
         if snapshot_id in self._chain:

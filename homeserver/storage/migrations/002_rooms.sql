@@ -18,7 +18,9 @@ CREATE TABLE rooms (
     creator TEXT,
     created_ts BIGINT NOT NULL,
     -- Published in this server's room directory.
-    is_public SMALLINT NOT NULL DEFAULT 0
+    is_public SMALLINT NOT NULL DEFAULT 0,
+    -- The snapshot current_state materialises; new local events start from it.
+    current_snapshot BIGINT
 );
 
 CREATE TABLE state_snapshots (
@@ -58,6 +60,8 @@ CREATE TABLE events (
     redacted_by TEXT,
     -- State after this event (for outliers: NULL).
     state_after BIGINT,
+    -- For state events: the event this one replaced in the state (clients get its content as prev_content).
+    replaces_state TEXT,
     -- For local echo: the sender's device and transaction ID.
     device_id TEXT,
     txn_id TEXT
@@ -104,4 +108,27 @@ CREATE TABLE event_txn_ids (
     event_id TEXT NOT NULL,
     created_ts BIGINT NOT NULL,
     PRIMARY KEY (user_id, device_id, txn_id)
+);
+
+CREATE TABLE room_aliases (
+    alias TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    creator TEXT,
+    created_ts BIGINT NOT NULL
+);
+CREATE INDEX room_aliases_room ON room_aliases (room_id);
+
+-- Rooms a user has left and asked to forget (POST /forget).
+CREATE TABLE forgotten_rooms (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+);
+
+-- Filters clients upload (POST /user/{userId}/filter) and refer to by ID in /sync.
+CREATE TABLE user_filters (
+    user_id TEXT NOT NULL,
+    filter_id BIGINT NOT NULL,
+    filter_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, filter_id)
 );

@@ -1,0 +1,337 @@
+"""Events, the room graph (edges, auth, forward extremities), current state and transaction IDs."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+from homeserver.storage.database import Connection, Database
+from homeserver.storage.state import StateKey, StateMap
+
+EVENT_CACHE_SIZE = 20_000
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    stream_ordering: int
+    room_id: str
+    pdu: dict[str, Any]  # as signed; callers must not mutate it (it is shared by the cache)
+    rejected: str | None
+    soft_failed: bool
+    outlier: bool
+    redacted_by: str | None
+    state_after: int | None
+    device_id: str | None
+    txn_id: str | None
+    replaces_state: str | None
+
+    @property
+    def type(self) -> str:
+        return self.pdu["type"]
+
+    @property
+    def state_key(self) -> str | None:
+        return self.pdu.get("state_key")
+
+    @property
+    def sender(self) -> str:
+        return self.pdu["sender"]
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    room_id: str
+    room_version: str
+    creator: str | None
+    created_ts: int
+    is_public: bool
+
+
+_EV_COLS = (
+    "event_id, stream_ordering, room_id, json, rejected, soft_failed, outlier, redacted_by, state_after,"
+    " device_id, txn_id, replaces_state"
+)
+
+
+def _stored(r: Any) -> StoredEvent:
+    return StoredEvent(
+        event_id=r[0], stream_ordering=int(r[1]), room_id=r[2], pdu=orjson.loads(r[3]), rejected=r[4],
+        soft_failed=bool(r[5]), outlier=bool(r[6]), redacted_by=r[7], state_after=r[8], device_id=r[9], txn_id=r[10],
+        replaces_state=r[11],
+    )
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
+
+    # --- rooms -------------------------------------------------------------------------------
+
+    async def create_room(self, conn: Connection, room_id: str, room_version: str, creator: str | None, ts: int) -> None:
+        await conn.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)",
+            room_id, room_version, creator, ts,
+        )
+
+    async def get_current_snapshot(self, room_id: str, conn: Connection | None = None) -> int | None:
+        return await (conn or self.db).fetchval("SELECT current_snapshot FROM rooms WHERE room_id = $1", room_id)
+
+    async def set_current_snapshot(self, conn: Connection, room_id: str, snapshot_id: int) -> None:
+        await conn.execute("UPDATE rooms SET current_snapshot = $2 WHERE room_id = $1", room_id, snapshot_id)
+
+    async def set_public(self, room_id: str, public: bool) -> None:
+        await self.db.execute("UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, int(public))
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        r = await self.db.fetchrow(
+            "SELECT room_id, room_version, creator, created_ts, is_public FROM rooms WHERE room_id = $1", room_id
+        )
+        return RoomRecord(r[0], r[1], r[2], int(r[3]), bool(r[4])) if r else None
+
+    # --- events ------------------------------------------------------------------------------
+
+    async def persist_event(
+        self, conn: Connection, event_id: str, pdu: Mapping[str, Any], *, stream_ordering: int,
+        state_after: int | None, rejected: str | None = None, soft_failed: bool = False, outlier: bool = False,
+        device_id: str | None = None, txn_id: str | None = None, room_id: str | None = None,
+        replaces_state: str | None = None,
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, depth, type, state_key, sender,"
+            " origin_server_ts, json, rejected, soft_failed, outlier, state_after, device_id, txn_id, replaces_state)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            stream_ordering, event_id, room_id or pdu["room_id"], int(pdu.get("depth", 0)), pdu["type"],
+            pdu.get("state_key"), pdu["sender"], int(pdu.get("origin_server_ts", 0)), orjson.dumps(pdu).decode(),
+            rejected, int(soft_failed), int(outlier), state_after, device_id, txn_id, replaces_state,
+        )
+        await conn.executemany(
+            "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(event_id, p) for p in pdu.get("prev_events", [])],
+        )
+        await conn.executemany(
+            "INSERT INTO event_auth (event_id, auth_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(event_id, a) for a in pdu.get("auth_events", [])],
+        )
+
+    async def get_events(self, event_ids: Iterable[str], conn: Connection | None = None) -> dict[str, StoredEvent]:
+        out: dict[str, StoredEvent] = {}
+        missing = []
+        for eid in event_ids:
+            hit = self._cache.get(eid)
+            if hit is not None:
+                out[eid] = hit
+            else:
+                missing.append(eid)
+        db = conn or self.db
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+            for r in await db.fetch(f"SELECT {_EV_COLS} FROM events WHERE event_id IN ({marks})", *chunk):
+                ev = _stored(r)
+                out[ev.event_id] = ev
+                if conn is None:
+                    self._cache_put(ev)
+        return out
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    def _cache_put(self, ev: StoredEvent) -> None:
+        self._cache[ev.event_id] = ev
+        while len(self._cache) > EVENT_CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def invalidate(self, event_id: str) -> None:
+        self._cache.pop(event_id, None)
+
+    async def mark_redacted(self, conn: Connection, event_id: str, redacted_by: str) -> None:
+        await conn.execute(
+            "UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL", event_id, redacted_by
+        )
+        self.invalidate(event_id)
+
+    async def have_events(self, event_ids: Iterable[str]) -> set[str]:
+        ids = list(event_ids)
+        if not ids:
+            return set()
+        return set((await self.get_events(ids)).keys())
+
+    # --- timelines ---------------------------------------------------------------------------
+
+    async def room_events(
+        self, room_id: str, *, after: int | None = None, upto: int | None = None, limit: int = 10,
+        backwards: bool = True,
+    ) -> list[StoredEvent]:
+        """Timeline events with stream positions in (after, upto], newest first when ``backwards``.
+
+        Outliers and rejected events are never part of a timeline.
+        """
+        where = ["room_id = $1", "outlier = 0", "rejected IS NULL"]
+        args: list[Any] = [room_id]
+        if after is not None:
+            args.append(after)
+            where.append(f"stream_ordering > ${len(args)}")
+        if upto is not None:
+            args.append(upto)
+            where.append(f"stream_ordering <= ${len(args)}")
+        order = "DESC" if backwards else "ASC"
+        rows = await self.db.fetch(
+            f"SELECT {_EV_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY stream_ordering {order} LIMIT {int(limit)}",
+            *args,
+        )
+        out = []
+        for r in rows:
+            ev = self._cache.get(r[0]) or _stored(r)
+            self._cache_put(ev)
+            out.append(ev)
+        return out
+
+    async def rooms_changed_since(self, room_ids: list[str], since: int, upto: int) -> set[str]:
+        if not room_ids:
+            return set()
+        changed: set[str] = set()
+        for start in range(0, len(room_ids), 500):
+            chunk = room_ids[start:start + 500]
+            marks = ", ".join(f"${i}" for i in range(3, len(chunk) + 3))
+            rows = await self.db.fetch(
+                "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2"
+                f" AND room_id IN ({marks})",
+                since, upto, *chunk,
+            )
+            changed |= {r[0] for r in rows}
+        return changed
+
+    async def membership_changes_for_user(self, user_id: str, since: int, upto: int) -> list[StoredEvent]:
+        """The user's own membership events in (since, upto]: joins, invites, leaves, bans, knocks."""
+        rows = await self.db.fetch(
+            f"SELECT {_EV_COLS} FROM events WHERE type = 'm.room.member' AND state_key = $1"
+            " AND stream_ordering > $2 AND stream_ordering <= $3 AND outlier = 0 AND rejected IS NULL"
+            " ORDER BY stream_ordering",
+            user_id, since, upto,
+        )
+        return [_stored(r) for r in rows]
+
+    async def last_stream_before(self, room_id: str, stream: int) -> int | None:
+        return await self.db.fetchval(
+            "SELECT MAX(stream_ordering) FROM events WHERE room_id = $1 AND stream_ordering < $2", room_id, stream
+        )
+
+    # --- graph -------------------------------------------------------------------------------
+
+    async def get_forward_extremities(self, room_id: str, conn: Connection | None = None) -> list[str]:
+        rows = await (conn or self.db).fetch("SELECT event_id FROM forward_extremities WHERE room_id = $1", room_id)
+        return sorted(r[0] for r in rows)
+
+    async def set_forward_extremities(self, conn: Connection, room_id: str, event_ids: Iterable[str]) -> None:
+        await conn.execute("DELETE FROM forward_extremities WHERE room_id = $1", room_id)
+        await conn.executemany(
+            "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)", [(room_id, e) for e in event_ids]
+        )
+
+    async def max_depth(self, event_ids: list[str], conn: Connection | None = None) -> int:
+        if not event_ids:
+            return 0
+        marks = ", ".join(f"${i}" for i in range(1, len(event_ids) + 1))
+        return int(await (conn or self.db).fetchval(f"SELECT MAX(depth) FROM events WHERE event_id IN ({marks})", *event_ids) or 0)
+
+    # --- current state -----------------------------------------------------------------------
+
+    async def get_current_state_ids(self, room_id: str, conn: Connection | None = None) -> StateMap:
+        rows = await (conn or self.db).fetch(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1", room_id
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def get_current_state_event_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            room_id, event_type, state_key,
+        )
+
+    async def update_current_state(
+        self, conn: Connection, room_id: str, changes: Mapping[StateKey, str | None], memberships: Mapping[str, str],
+    ) -> None:
+        """Apply ``changes`` (None removes a key). ``memberships`` gives the membership of member events."""
+        for (etype, skey), event_id in changes.items():
+            await conn.execute(
+                "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3", room_id, etype, skey
+            )
+            if event_id is not None:
+                await conn.execute(
+                    "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)",
+                    room_id, etype, skey, event_id, memberships.get(event_id) if etype == "m.room.member" else None,
+                )
+
+    async def rooms_for_user(self, user_id: str, memberships: tuple[str, ...] = ("join",)) -> dict[str, str]:
+        """room_id -> membership for the user's current memberships among ``memberships``."""
+        marks = ", ".join(f"${i}" for i in range(2, len(memberships) + 2))
+        rows = await self.db.fetch(
+            "SELECT room_id, membership FROM current_state WHERE type = 'm.room.member' AND state_key = $1"
+            f" AND membership IN ({marks})",
+            user_id, *memberships,
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def members(self, room_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
+        marks = ", ".join(f"${i}" for i in range(2, len(memberships) + 2))
+        rows = await self.db.fetch(
+            "SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member'"
+            f" AND membership IN ({marks}) ORDER BY state_key",
+            room_id, *memberships,
+        )
+        return [r[0] for r in rows]
+
+    # --- transaction IDs ---------------------------------------------------------------------
+
+    async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            user_id, device_id, txn_id,
+        )
+
+    async def add_txn_event(self, conn: Connection, user_id: str, device_id: str, txn_id: str, event_id: str, ts: int) -> None:
+        await conn.execute(
+            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)",
+            user_id, device_id, txn_id, event_id, ts,
+        )
+
+
+class AliasStore:
+    """Room aliases (#name:server) and forgotten rooms."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, alias: str, room_id: str, creator: str, ts: int) -> bool:
+        inserted = await self.db.execute(
+            "INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (alias) DO NOTHING",
+            alias, room_id, creator, ts,
+        )
+        return inserted > 0
+
+    async def get(self, alias: str) -> tuple[str, str | None] | None:
+        row = await self.db.fetchrow("SELECT room_id, creator FROM room_aliases WHERE alias = $1", alias)
+        return (row[0], row[1]) if row else None
+
+    async def delete(self, alias: str) -> bool:
+        return (await self.db.execute("DELETE FROM room_aliases WHERE alias = $1", alias)) > 0
+
+    async def for_room(self, room_id: str) -> list[str]:
+        return [r[0] for r in await self.db.fetch("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias", room_id)]
+
+    async def forget(self, user_id: str, room_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", user_id, room_id
+        )
+
+    async def unforget(self, user_id: str, room_id: str) -> None:
+        await self.db.execute("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2", user_id, room_id)
+
+    async def forgotten(self, user_id: str) -> set[str]:
+        return {r[0] for r in await self.db.fetch("SELECT room_id FROM forgotten_rooms WHERE user_id = $1", user_id)}
