@@ -27,7 +27,13 @@ $(DATA)/homeserver.yaml: | $(VENV)/.installed
 run: $(VENV)/.installed $(DATA)/homeserver.yaml
 	$(QASID) run -c $(DATA)/homeserver.yaml
 
-test: $(VENV)/.installed-test
+# matrix-js-sdk for the interop tests, pinned by its lock file.
+JS_DIR := tests/interop/js
+$(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
