@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.api import account, admin, devices, login, profile, register, versions
+from homeserver.api import account, admin, devices, login, profile, register, rooms, sync, versions
 from homeserver.api.context import HS, client_ip
 from homeserver.api.http import REQUEST_ID, Routes, access_token_from, matrix_middleware
 from homeserver.clock import Clock
@@ -27,11 +27,32 @@ from homeserver.services.registration import RegistrationService
 from homeserver.services.registration_tokens import RegistrationTokenService
 from homeserver.services.sessions import Requester, SessionService
 from homeserver.services.uia import UiaResult, UiaService
+from homeserver.services.client_events import ClientEventFormatter
+from homeserver.services.event_creation import EventCreator
+from homeserver.services.filters import FilterService
+from homeserver.services.membership import MembershipService
+from homeserver.services.notifier import Notifier
+from homeserver.services.room_creation import RoomCreationService
+from homeserver.services.rooms import RoomService
+from homeserver.services.sync import SyncService
+from homeserver.services.visibility import VisibilityService
+from homeserver.signing_key import read_signing_keys
 from homeserver.storage import Storage
+from homeserver.storage.sequences import current_id
 
 logger = logging.getLogger("qasid")
 
 UIA_SWEEP_INTERVAL_S = 3600
+
+
+class StreamPositions:
+    """Where each stream stands now (what a token minted at this moment would say)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def current_events_position(self) -> int:
+        return await current_id(self.storage.db, "events_stream")
 
 
 @dataclass
@@ -50,6 +71,14 @@ class HomeServer:
     registration: RegistrationService
     devices: DeviceService
     profiles: ProfileService
+    notifier: Notifier
+    event_creator: EventCreator
+    membership: MembershipService
+    room_creation: RoomCreationService
+    rooms: RoomService
+    filters: FilterService
+    sync: SyncService
+    streams: "StreamPositions"
 
     @classmethod
     def build(cls, config: Config, storage: Storage, clock: Clock | None = None) -> "HomeServer":
@@ -60,11 +89,23 @@ class HomeServer:
         accounts = AccountService(storage, config, clock, hasher, sessions)
         uia = UiaService(storage, clock)
         reg_tokens = RegistrationTokenService(storage, clock)
+        signing_key = read_signing_keys(config.resolve_path(config.signing_key_path))[0]
+        notifier = Notifier()
+        creator = EventCreator(storage, storage.state, clock, config.server_name, signing_key, notifier)
+        membership = MembershipService(storage, creator, clock, config.server_name)
+        formatter = ClientEventFormatter(storage, clock)
+        visibility = VisibilityService(storage)
         return cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
             registration=RegistrationService(storage, config, clock, accounts, uia, reg_tokens, ratelimiter),
             devices=DeviceService(storage), profiles=ProfileService(storage, config.server_name),
+            notifier=notifier, event_creator=creator, membership=membership,
+            room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
+            rooms=RoomService(storage, creator, membership, formatter, visibility),
+            filters=FilterService(storage),
+            sync=SyncService(storage, clock, notifier, formatter, visibility),
+            streams=StreamPositions(storage),
         )
 
     async def requester(self, request: web.Request) -> Requester:
@@ -100,7 +141,7 @@ def create_app(hs: HomeServer) -> web.Application:
     app[HS] = hs
     app[REQUEST_ID] = [0]
     routes = Routes(app)
-    for module in (versions, register, login, account, devices, profile, admin):
+    for module in (versions, register, login, account, devices, profile, rooms, sync, admin):
         module.setup(routes)
     return app
 

@@ -1,0 +1,197 @@
+"""Creating local events: build, hash, sign, auth-check against current state, persist atomically, notify.
+
+Local events in one room are created one at a time (a per-room lock), so each references the room's
+current forward extremities and is checked against exactly the state it will be applied to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import string
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from nacl.signing import SigningKey
+
+from homeserver.clock import Clock
+from homeserver.errors import MatrixError, forbidden
+from homeserver.events import AuthError, check_auth, event_id as compute_event_id, get_room_version, sign_event
+from homeserver.events.auth import auth_types_for_event
+from homeserver.events.canonical import encode_canonical_json
+from homeserver.events.hashes import compute_room_id
+from homeserver.events.room_versions import RoomVersion
+from homeserver.services.notifier import Notifier
+from homeserver.storage import Storage
+from homeserver.storage.events import StoredEvent
+from homeserver.storage.sequences import next_id
+from homeserver.storage.state import StateKey, StateMap, StateStore
+
+MAX_EVENT_BYTES = 65536
+MAX_PREV_EVENTS = 10
+MAX_DEPTH = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    event_id: str
+    stream_ordering: int
+    room_id: str
+    pdu: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Persisted:
+    event: NewEvent
+    snapshot: int | None
+    new_state: StateMap | None
+
+
+class EventCreator:
+    def __init__(
+        self, storage: Storage, state: StateStore, clock: Clock, server_name: str, signing_key: SigningKey,
+        notifier: Notifier,
+    ) -> None:
+        self.storage = storage
+        self.state = state
+        self.clock = clock
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.notifier = notifier
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def room_lock(self, room_id: str) -> asyncio.Lock:
+        return self._locks[room_id]
+
+    # --- room creation ------------------------------------------------------------------------
+
+    async def create_room_event(self, creator: str, room_version: RoomVersion, content: dict[str, Any]) -> NewEvent:
+        """Create and persist a room's m.room.create event, and with it the room."""
+        event: dict[str, Any] = {
+            "type": "m.room.create", "state_key": "", "sender": creator, "content": content,
+            "prev_events": [], "auth_events": [], "depth": 1, "origin_server_ts": self.clock.time_ms(),
+        }
+        if room_version.room_id_from_create_event:
+            signed = self._sign(event, room_version)
+            room_id = compute_room_id(signed)
+        else:
+            room_id = "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) + ":" + self.server_name
+            event["room_id"] = room_id
+            signed = self._sign(event, room_version)
+        eid = compute_event_id(signed, room_version)
+        self._check_size(signed)
+        try:
+            check_auth(signed, {}, room_version)
+        except AuthError as e:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid creation content: {e.message}") from None
+        async with self.room_lock(room_id):
+            async with self.storage.db.transaction() as conn:
+                await self.storage.events.create_room(conn, room_id, room_version.identifier, creator, event["origin_server_ts"])
+                done = await self._persist(conn, room_id, eid, signed, {}, None, None, None)
+            return self._after_commit(room_id, done)
+
+    # --- ordinary events ----------------------------------------------------------------------
+
+    async def send(
+        self, room_id: str, sender: str, event_type: str, content: dict[str, Any], state_key: str | None = None,
+        *, device_id: str | None = None, txn_id: str | None = None, extra: Mapping[str, Any] | None = None,
+    ) -> NewEvent:
+        """Build, sign, auth-check and persist one local event. Raises 403 M_FORBIDDEN if the rules refuse it."""
+        room = await self.storage.events.get_room(room_id)
+        if room is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        rv = get_room_version(room.room_version)
+        async with self.room_lock(room_id):
+            snapshot = await self.storage.events.get_current_snapshot(room_id)
+            state = await self.state.get_state(snapshot) if snapshot is not None else {}
+            prev = await self.storage.events.get_forward_extremities(room_id)
+            depth = min(await self.storage.events.max_depth(prev) + 1, MAX_DEPTH)
+            event: dict[str, Any] = {
+                "room_id": room_id, "type": event_type, "sender": sender, "content": content,
+                "prev_events": prev[:MAX_PREV_EVENTS], "depth": depth, "origin_server_ts": self.clock.time_ms(),
+            }
+            if state_key is not None:
+                event["state_key"] = state_key
+            if extra:
+                event.update(extra)
+            auth_ids = self._select_auth_ids(event, state, rv)
+            event["auth_events"] = [eid for key, eid in sorted(auth_ids.items()) if not _is_implicit_create(key, rv)]
+            signed = self._sign(event, rv)
+            self._check_size(signed)
+            eid = compute_event_id(signed, rv)
+            auth_pdus = await self._pdus_by_key(auth_ids)
+            try:
+                check_auth(signed, auth_pdus, rv)
+            except AuthError as e:
+                raise forbidden(e.message) from None
+            async with self.storage.db.transaction() as conn:
+                done = await self._persist(conn, room_id, eid, signed, state, snapshot, device_id, txn_id)
+            return self._after_commit(room_id, done)
+
+    def _select_auth_ids(self, event: dict[str, Any], state: StateMap, rv: RoomVersion) -> dict[StateKey, str]:
+        wanted = auth_types_for_event(event, rv)
+        wanted.add(("m.room.create", ""))  # always needed to check the event, listed or not
+        return {k: state[k] for k in wanted if k in state}
+
+    async def _pdus_by_key(self, ids: Mapping[StateKey, str]) -> dict[StateKey, dict[str, Any]]:
+        events = await self.storage.events.get_events(ids.values())
+        return {k: events[eid].pdu for k, eid in ids.items() if eid in events}
+
+    def _sign(self, event: dict[str, Any], rv: RoomVersion) -> dict[str, Any]:
+        return sign_event(event, self.server_name, self.signing_key, rv)
+
+    @staticmethod
+    def _check_size(pdu: Mapping[str, Any]) -> None:
+        if len(encode_canonical_json(pdu)) > MAX_EVENT_BYTES:
+            raise MatrixError(413, "M_TOO_LARGE", "Event is too large (over 64 KiB)")
+
+    async def _persist(
+        self, conn: Any, room_id: str, eid: str, pdu: dict[str, Any], state_before: StateMap,
+        snapshot_before: int | None, device_id: str | None, txn_id: str | None,
+    ) -> "_Persisted":
+        stream = await next_id(conn, "events_stream")
+        state_key = pdu.get("state_key")
+        new_state: StateMap | None = None
+        snapshot = snapshot_before
+        if state_key is not None:
+            key = (pdu["type"], state_key)
+            new_state = {**state_before, key: eid}
+            snapshot = await self.state.create_snapshot(conn, room_id, new_state, snapshot_before)
+            membership = pdu["content"].get("membership") if pdu["type"] == "m.room.member" else None
+            await self.storage.events.update_current_state(conn, room_id, {key: eid}, {eid: membership} if membership else {})
+            await self.storage.events.set_current_snapshot(conn, room_id, snapshot)
+        replaces = state_before.get((pdu["type"], state_key)) if state_key is not None else None
+        await self.storage.events.persist_event(
+            conn, eid, pdu, stream_ordering=stream, state_after=snapshot, device_id=device_id, txn_id=txn_id,
+            room_id=room_id, replaces_state=replaces,
+        )
+        await self.storage.events.set_forward_extremities(conn, room_id, [eid])
+        if txn_id is not None and device_id is not None:
+            await self.storage.events.add_txn_event(conn, pdu["sender"], device_id, txn_id, eid, self.clock.time_ms())
+        redacts = _redacts(pdu)
+        if redacts is not None:
+            target = (await self.storage.events.get_events([redacts], conn)).get(redacts)
+            if target is not None and target.room_id == room_id:
+                await self.storage.events.mark_redacted(conn, redacts, eid)
+        return _Persisted(NewEvent(eid, stream, room_id, pdu), snapshot, new_state)
+
+    def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:
+        """Only once the transaction committed: warm the state cache and wake sync waiters."""
+        if done.snapshot is not None and done.new_state is not None:
+            self.state.cache_snapshot(done.snapshot, done.new_state)
+        pdu = done.event.pdu
+        users = [pdu["state_key"]] if pdu["type"] == "m.room.member" else []
+        self.notifier.notify(rooms=[room_id], users=users)
+        return done.event
+
+
+def _is_implicit_create(key: StateKey, rv: RoomVersion) -> bool:
+    return rv.room_id_from_create_event and key == ("m.room.create", "")
+
+
+def _redacts(pdu: Mapping[str, Any]) -> str | None:
+    if pdu.get("type") != "m.room.redaction":
+        return None
+    target = pdu.get("content", {}).get("redacts") or pdu.get("redacts")
+    return target if isinstance(target, str) else None

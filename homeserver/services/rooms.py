@@ -1,0 +1,190 @@
+"""Reading and writing a room as a member: send (idempotent), state, redaction, members, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import MatrixError, forbidden
+from homeserver.events import get_room_version
+from homeserver.services.client_events import ClientEventFormatter
+from homeserver.services.event_creation import EventCreator
+from homeserver.services.filters import EventFilter
+from homeserver.services.membership import MembershipService
+from homeserver.services.visibility import VisibilityService
+from homeserver.storage import Storage
+from homeserver.storage.events import StoredEvent
+from homeserver.storage.state import StateMap
+
+MAX_MESSAGES_LIMIT = 1000
+
+
+class RoomService:
+    def __init__(
+        self, storage: Storage, creator: EventCreator, membership: MembershipService,
+        formatter: ClientEventFormatter, visibility: VisibilityService,
+    ) -> None:
+        self.storage = storage
+        self.events = creator
+        self.membership = membership
+        self.formatter = formatter
+        self.visibility = visibility
+
+    # --- access ----------------------------------------------------------------------------
+
+    async def _member_view(self, user_id: str, room_id: str) -> tuple[bool, StateMap]:
+        """(currently joined?, the state the user may see): current state, or state when they left."""
+        if await self.storage.events.get_room(room_id) is None:
+            raise forbidden("You are not a member of this room")
+        eid = await self.storage.events.get_current_state_event_id(room_id, "m.room.member", user_id)
+        ev = await self.storage.events.get_event(eid) if eid else None
+        membership = ev.pdu["content"].get("membership") if ev else None
+        if membership == "join":
+            return True, await self.storage.events.get_current_state_ids(room_id)
+        if membership in ("leave", "ban") and ev is not None and ev.state_after is not None:
+            # Kicked or banned users keep the view they had when they left.
+            return False, await self.storage.state.get_state(ev.state_after)
+        if await self._world_readable(room_id):
+            return False, await self.storage.events.get_current_state_ids(room_id)
+        raise forbidden("You are not a member of this room")
+
+    async def _world_readable(self, room_id: str) -> bool:
+        eid = await self.storage.events.get_current_state_event_id(room_id, "m.room.history_visibility", "")
+        ev = await self.storage.events.get_event(eid) if eid else None
+        return bool(ev and ev.pdu["content"].get("history_visibility") == "world_readable")
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def send_event(
+        self, user_id: str, device_id: str, room_id: str, event_type: str, content: dict[str, Any],
+        txn_id: str | None, state_key: str | None = None,
+    ) -> str:
+        if txn_id is not None:
+            seen = await self.storage.events.get_txn_event(user_id, device_id, txn_id)
+            if seen is not None:
+                return seen
+        if event_type == "m.room.member" and state_key is not None:
+            raise MatrixError(400, "M_BAD_JSON", "Use the membership endpoints to change membership")
+        extra = None
+        if event_type == "m.room.redaction":
+            room = await self.storage.events.get_room(room_id)
+            if room is not None and not get_room_version(room.room_version).redacts_in_content:
+                extra = {"redacts": content.get("redacts")}
+        new = await self.events.send(
+            room_id, user_id, event_type, content, state_key, device_id=device_id, txn_id=txn_id, extra=extra,
+        )
+        return new.event_id
+
+    async def redact(self, user_id: str, device_id: str, room_id: str, event_id: str, txn_id: str, reason: Any) -> str:
+        content: dict[str, Any] = {"redacts": event_id}
+        if reason is not None:
+            if not isinstance(reason, str):
+                raise MatrixError(400, "M_BAD_JSON", "reason must be a string")
+            content["reason"] = reason
+        seen = await self.storage.events.get_txn_event(user_id, device_id, txn_id)
+        if seen is not None:
+            return seen
+        room = await self.storage.events.get_room(room_id)
+        if room is None:
+            raise forbidden("You are not a member of this room")
+        rv = get_room_version(room.room_version)
+        extra = None if rv.redacts_in_content else {"redacts": event_id}
+        if not rv.redacts_in_content:
+            content.pop("redacts")
+        new = await self.events.send(room_id, user_id, "m.room.redaction", content, None,
+                                     device_id=device_id, txn_id=txn_id, extra=extra)
+        return new.event_id
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def state(self, user_id: str, room_id: str) -> list[dict[str, Any]]:
+        _, state = await self._member_view(user_id, room_id)
+        events = await self.storage.events.get_events(state.values())
+        return await self.formatter.format(sorted(events.values(), key=lambda e: e.stream_ordering))
+
+    async def state_event(self, user_id: str, room_id: str, event_type: str, state_key: str, fmt: str | None) -> dict[str, Any]:
+        _, state = await self._member_view(user_id, room_id)
+        eid = state.get((event_type, state_key))
+        ev = await self.storage.events.get_event(eid) if eid else None
+        if ev is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        [client] = await self.formatter.format([ev])
+        return client if fmt == "event" else client["content"]
+
+    async def members(
+        self, user_id: str, room_id: str, *, membership: str | None = None, not_membership: str | None = None,
+    ) -> list[dict[str, Any]]:
+        _, state = await self._member_view(user_id, room_id)
+        ids = [eid for (etype, _), eid in state.items() if etype == "m.room.member"]
+        events = await self.storage.events.get_events(ids)
+        chosen = []
+        for ev in events.values():
+            m = ev.pdu["content"].get("membership")
+            if membership is not None and m != membership:
+                continue
+            if not_membership is not None and m == not_membership:
+                continue
+            chosen.append(ev)
+        chosen.sort(key=lambda e: e.state_key or "")
+        return await self.formatter.format(chosen)
+
+    async def joined_members(self, user_id: str, room_id: str) -> dict[str, Any]:
+        joined, state = await self._member_view(user_id, room_id)
+        if not joined:
+            raise forbidden("You are not joined to this room")
+        ids = [eid for (etype, _), eid in state.items() if etype == "m.room.member"]
+        out: dict[str, Any] = {}
+        for ev in (await self.storage.events.get_events(ids)).values():
+            c = ev.pdu["content"]
+            if c.get("membership") == "join":
+                out[ev.state_key or ""] = {"display_name": c.get("displayname"), "avatar_url": c.get("avatar_url")}
+        return out
+
+    async def joined_rooms(self, user_id: str) -> list[str]:
+        return sorted(await self.storage.events.rooms_for_user(user_id, ("join",)))
+
+    async def get_event(self, user_id: str, device_id: str, room_id: str, event_id: str) -> dict[str, Any]:
+        joined, _ = await self._member_view(user_id, room_id)
+        ev = await self.storage.events.get_event(event_id)
+        if ev is None or ev.room_id != room_id:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        visible = await self.visibility.filter(user_id, [ev], currently_joined=joined)
+        if not visible:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        [client] = await self.formatter.format(visible, user_id=user_id, device_id=device_id)
+        return client
+
+    async def messages(
+        self, user_id: str, device_id: str, room_id: str, *, from_pos: int | None, to_pos: int | None,
+        backwards: bool, limit: int, event_filter: EventFilter | None = None,
+    ) -> tuple[list[dict[str, Any]], int | None, list[StoredEvent]]:
+        """One page of history; returns (client events, next position or None at the end, raw events)."""
+        joined, _ = await self._member_view(user_id, room_id)
+        limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
+        if backwards:
+            upto = from_pos
+            after = to_pos
+            raw = await self.storage.events.room_events(room_id, after=after, upto=upto, limit=limit + 1, backwards=True)
+        else:
+            after = from_pos if from_pos is not None else 0
+            raw = await self.storage.events.room_events(room_id, after=after, upto=to_pos, limit=limit + 1, backwards=False)
+        more = len(raw) > limit
+        raw = raw[:limit]
+        # The page boundary is set before filtering so pagination never skips unfiltered events.
+        page = [e for e in raw if event_filter is None or event_filter.allows(e.type, e.sender)]
+        visible = await self.visibility.filter(user_id, page, currently_joined=joined)
+        if not joined:
+            # A former member sees nothing after they left.
+            cutoff = await self._left_at(user_id, room_id)
+            visible = [e for e in visible if cutoff is None or e.stream_ordering <= cutoff]
+        chunk = await self.formatter.format(visible, user_id=user_id, device_id=device_id)
+        if not raw or not more:
+            next_pos = None
+        else:
+            last = raw[-1].stream_ordering
+            next_pos = last - 1 if backwards else last
+        return chunk, next_pos, visible
+
+    async def _left_at(self, user_id: str, room_id: str) -> int | None:
+        eid = await self.storage.events.get_current_state_event_id(room_id, "m.room.member", user_id)
+        ev = await self.storage.events.get_event(eid) if eid else None
+        return ev.stream_ordering if ev else None
