@@ -18,6 +18,7 @@ from homeserver.api.http import REQUEST_ID, Routes, access_token_from, matrix_mi
 from homeserver.clock import Clock
 from homeserver.config import Config
 from homeserver.errors import MatrixError
+from homeserver.services.admin import AdminService
 from homeserver.services.accounts import AccountService, password_stage
 from homeserver.services.devices import DeviceService
 from homeserver.services.passwords import PasswordHasher
@@ -79,6 +80,7 @@ class HomeServer:
     filters: FilterService
     sync: SyncService
     streams: "StreamPositions"
+    admin: AdminService
 
     @classmethod
     def build(cls, config: Config, storage: Storage, clock: Clock | None = None) -> "HomeServer":
@@ -106,6 +108,7 @@ class HomeServer:
             filters=FilterService(storage),
             sync=SyncService(storage, clock, notifier, formatter, visibility),
             streams=StreamPositions(storage),
+            admin=AdminService(storage, config, clock, accounts),
         )
 
     async def requester(self, request: web.Request) -> Requester:

@@ -42,6 +42,7 @@ class UserListQuery:
     name: str | None = None  # substring of the user ID or display name
     user_id: str | None = None  # substring of the user ID
     deactivated: bool = False  # include deactivated users
+    only_deactivated: bool = False
     admins: bool | None = None
     order_by: str = "name"
     direction: str = "f"
@@ -100,7 +101,9 @@ class UserStore:
 
     async def list(self, q: UserListQuery) -> tuple[list[UserRecord], int]:
         where, args = ["1=1"], []
-        if not q.deactivated:
+        if q.only_deactivated:
+            where.append("u.deactivated = 1")
+        elif not q.deactivated:
             where.append("u.deactivated = 0")
         if q.admins is not None:
             where.append(f"u.admin = {int(q.admins)}")
