@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.api import account, admin, devices, login, profile, register, rooms, sync, versions
+from homeserver.api import mount_all
 from homeserver.api.context import HS, client_ip
 from homeserver.api.http import REQUEST_ID, Routes, access_token_from, matrix_middleware
 from homeserver.clock import Clock
@@ -143,9 +143,7 @@ def create_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[matrix_middleware], client_max_size=hs.config.max_request_body_size)
     app[HS] = hs
     app[REQUEST_ID] = [0]
-    routes = Routes(app)
-    for module in (versions, register, login, account, devices, profile, rooms, sync, admin):
-        module.setup(routes)
+    mount_all(Routes(app))
     return app
 
 

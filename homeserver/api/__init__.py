@@ -1,1 +1,13 @@
 """Thin aiohttp handlers: parse and validate input, authenticate, call a service, return JSON."""
+
+from __future__ import annotations
+
+from homeserver.api.http import Routes
+
+
+def mount_all(routes: Routes) -> None:
+    """Every handler module's routes; the app and the docs test both use this one list."""
+    from homeserver.api import account, admin, devices, login, profile, register, rooms, sync, versions
+
+    for module in (versions, register, login, account, devices, profile, rooms, sync, admin):
+        module.setup(routes)
