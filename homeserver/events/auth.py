@@ -20,7 +20,7 @@ from unpaddedbase64 import decode_base64
 
 from homeserver.events.canonical import encode_canonical_json
 from homeserver.events.errors import AuthError
-from homeserver.events.hashes import compute_event_id, compute_room_id, create_event_id_for_room
+from homeserver.events.hashes import compute_event_id, create_event_id_for_room
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from homeserver.events.signing import server_of
 
@@ -220,7 +220,7 @@ def check_auth(event: Event, auth_events: AuthEvents, room_version: str | RoomVe
         if create_event_id_for_room(room_id) in (event.get("auth_events") or []):
             raise AuthError("auth_events.create_listed", "the create event must not be listed in auth_events")
         # The create event passed in must be the one the room ID names.
-        if compute_room_id(create) != room_id:
+        if _create_id(create, rv) != create_event_id_for_room(room_id):
             raise AuthError("room_id.mismatch", "room_id is not derived from the create event")
     for k, ev in auth.items():
         if k != ("m.room.create", "") or not rv.room_id_from_create_event:
@@ -260,6 +260,12 @@ def check_auth(event: Event, auth_events: AuthEvents, room_version: str | RoomVe
     if etype == "m.room.power_levels":
         _check_power_levels(event, auth, rv, sender_level, create)
     # Rules 10-11: nothing else restricts an event (redactions are checked when applied, v3+).
+
+
+def _create_id(create: Event, rv: RoomVersion) -> str:
+    """The create event's ID: the one it carries if the caller attached it, else its reference hash."""
+    carried = create.get("event_id")
+    return carried if isinstance(carried, str) else compute_event_id(create, rv)
 
 
 def _check_create(event: Event, rv: RoomVersion) -> None:
@@ -309,10 +315,7 @@ def _check_member(event: Event, auth: Mapping[StateKey, Event], rv: RoomVersion,
 
     if membership == "join":
         prev = event.get("prev_events") or []
-        if rv.room_id_from_create_event:
-            create_id = create_event_id_for_room(str(event.get("room_id")))
-        else:
-            create_id = compute_event_id(create, rv)
+        create_id = _create_id(create, rv)
         room_creator = str(create.get("sender")) if rv.creator_is_sender else (create.get("content") or {}).get("creator")
         if prev == [create_id] and state_key == room_creator and sender == state_key:
             return
