@@ -326,3 +326,14 @@ def test_v12_creators() -> None:
     rb.add("m.room.member", CAROL, {"membership": "join"}, CAROL)
     refuse(rb, rb.build("m.room.member", CAROL, {"membership": "leave"}, ALICE), "member.kick.power")
     allow(rb, rb.build("m.room.member", BOB, {"membership": "ban"}, CAROL))
+
+
+def test_sender_must_be_a_user_id() -> None:
+    rb = RoomBuilder("10").standard()
+    refuse(rb, rb.build("m.room.message", "not-a-user", {"body": "x"}), "sender.invalid")
+
+
+def test_authoriser_must_be_a_user_id() -> None:
+    rb = RoomBuilder("10").standard("restricted")
+    refuse(rb, rb.build("m.room.member", BOB, {"membership": "join", "join_authorised_via_users_server": 5}, BOB),
+           "member.bad_authoriser")
