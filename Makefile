@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-test
 
 docs: $(VENV)/.installed
 	$(QASID) config-reference > docs/configuration.md
+	$(PY) -m homeserver.api.coverage
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

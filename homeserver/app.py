@@ -36,6 +36,8 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.room_creation import RoomCreationService
 from homeserver.services.rooms import RoomService
 from homeserver.services.sync import SyncService
+from homeserver.services.typing import TypingService
+from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
 from homeserver.signing_key import read_signing_keys
 from homeserver.storage import Storage
@@ -81,6 +83,8 @@ class HomeServer:
     sync: SyncService
     streams: "StreamPositions"
     admin: AdminService
+    typing: TypingService
+    user_data: UserDataService
 
     @classmethod
     def build(cls, config: Config, storage: Storage, clock: Clock | None = None) -> "HomeServer":
@@ -97,6 +101,7 @@ class HomeServer:
         membership = MembershipService(storage, creator, clock, config.server_name)
         formatter = ClientEventFormatter(storage, clock)
         visibility = VisibilityService(storage)
+        typing = TypingService(clock, notifier)
         return cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
@@ -106,7 +111,8 @@ class HomeServer:
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
             rooms=RoomService(storage, creator, membership, formatter, visibility),
             filters=FilterService(storage),
-            sync=SyncService(storage, clock, notifier, formatter, visibility),
+            sync=SyncService(storage, clock, notifier, formatter, visibility, typing),
+            typing=typing, user_data=UserDataService(storage, clock, notifier),
             streams=StreamPositions(storage),
             admin=AdminService(storage, config, clock, accounts),
         )

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from aiohttp import web
-
-from homeserver.api import mount_all
-from homeserver.api.http import Routes
+from homeserver.api.coverage import BEGIN, END, render
 from homeserver.config import config_reference_markdown, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,15 +21,7 @@ def test_sample_config_parses() -> None:
     assert cfg.server_name == "mofa.gov.example"
 
 
-def test_every_served_route_is_documented() -> None:
-    app = web.Application()
-    mount_all(Routes(app))
+def test_route_table_is_current() -> None:
     doc = (ROOT / "docs" / "api-coverage.md").read_text()
-    missing = []
-    for route in app.router.routes():
-        path = route.resource.canonical
-        m = re.match(r"^/_matrix/client/(r0|v3|v1)(/.*)$", path)
-        rest = m.group(2) if m else path
-        if not re.search(rf"\| {route.method} \| `[^`]*{re.escape(rest)}`", doc):
-            missing.append(f"{route.method} {path}")
-    assert not missing, f"served but not in docs/api-coverage.md: {missing}"
+    assert BEGIN in doc and END in doc
+    assert render(doc) == doc, "docs/api-coverage.md is stale: run `make docs`"

@@ -16,6 +16,8 @@ from homeserver.services.client_events import ClientEventFormatter
 from homeserver.services.filters import SyncFilter
 from homeserver.services.notifier import Notifier
 from homeserver.services.tokens_stream import SyncToken, pagination_token
+from homeserver.services.typing import TypingService
+from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
 from homeserver.storage import Storage
 from homeserver.storage.events import StoredEvent
@@ -27,6 +29,15 @@ STRIPPED_STATE_TYPES = (
     ("m.room.create", ""), ("m.room.join_rules", ""), ("m.room.name", ""), ("m.room.avatar", ""),
     ("m.room.canonical_alias", ""), ("m.room.encryption", ""), ("m.room.topic", ""),
 )
+
+
+@dataclass
+class ExtraRoomData:
+    """Per-room data that changed in the window besides events."""
+
+    account_data: dict[str, dict[str, dict[str, Any]]]
+    receipts: dict[str, list[Any]]
+    typing_rooms: set[str]
 
 
 @dataclass
@@ -42,16 +53,22 @@ class SyncRequest:
 class SyncService:
     def __init__(
         self, storage: Storage, clock: Clock, notifier: Notifier, formatter: ClientEventFormatter,
-        visibility: VisibilityService,
+        visibility: VisibilityService, typing: TypingService,
     ) -> None:
         self.storage = storage
         self.clock = clock
         self.notifier = notifier
         self.formatter = formatter
         self.visibility = visibility
+        self.typing = typing
 
     async def current_token(self) -> SyncToken:
-        return SyncToken(events=await current_id(self.storage.db, "events_stream"))
+        return SyncToken(
+            events=await current_id(self.storage.db, "events_stream"),
+            typing=self.typing.serial,
+            receipts=await current_id(self.storage.db, "receipts"),
+            account_data=await current_id(self.storage.db, "account_data"),
+        )
 
     async def sync(self, req: SyncRequest) -> dict[str, Any]:
         rooms = await self.storage.events.rooms_for_user(req.user_id, ("join", "invite", "knock"))
@@ -78,9 +95,22 @@ class SyncService:
             for ev in await self.storage.events.membership_changes_for_user(req.user_id, since.events, upto.events):
                 changed_membership[ev.room_id] = ev  # the last change in the window wins
         active = [r for r, m in memberships.items() if m in ("join",)]
-        changed_rooms = (
-            await self.storage.events.rooms_changed_since(active, since.events, upto.events) if since else set(active)
+        account_data = await self.storage.user_data.account_data_since(
+            req.user_id, since.account_data if since else 0, upto.account_data
         )
+        receipts = await self.storage.user_data.receipts_for_rooms(active, since.receipts if since else 0, upto.receipts)
+        receipts_by_room: dict[str, list[Any]] = {}
+        for r in receipts:
+            receipts_by_room.setdefault(r.room_id, []).append(r)
+        # A token from before a restart may name a typing serial this process never reached.
+        typing_since = since.typing if since and since.typing <= upto.typing else 0
+        typing_rooms = self.typing.changed_since(active, typing_since) if since else {r for r in active if self.typing.typing_users(r)}
+        extras = ExtraRoomData(account_data, receipts_by_room, typing_rooms)
+        if since:
+            changed_rooms = await self.storage.events.rooms_changed_since(active, since.events, upto.events)
+            changed_rooms |= (set(account_data) - {""}) | set(receipts_by_room) | typing_rooms
+        else:
+            changed_rooms = set(active)
         for room_id, membership in memberships.items():
             if not req.filter.allows_room(room_id):
                 continue
@@ -88,7 +118,7 @@ class SyncService:
                 newly = since is None or req.full_state or await self._became_joined(changed_membership.get(room_id), since)
                 if since is not None and not req.full_state and room_id not in changed_rooms and room_id not in changed_membership:
                     continue
-                join[room_id] = await self._joined_room(req, room_id, since, upto, full=newly)
+                join[room_id] = await self._joined_room(req, room_id, since, upto, full=newly, extras=extras)
             elif membership == "invite":
                 if since is None or room_id in changed_membership:
                     invite[room_id] = await self._invited_room(req.user_id, room_id)
@@ -107,7 +137,7 @@ class SyncService:
         return {
             "next_batch": upto.encode(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
-            "account_data": {"events": []},
+            "account_data": {"events": [{"type": t, "content": c} for t, c in account_data.get("", {}).items()]},
             "presence": {"events": []},
             "to_device": {"events": []},
             "device_lists": {"changed": [], "left": []},
@@ -181,6 +211,7 @@ class SyncService:
 
     async def _joined_room(
         self, req: SyncRequest, room_id: str, since: SyncToken | None, upto: SyncToken, *, full: bool,
+        extras: "ExtraRoomData",
     ) -> dict[str, Any]:
         after = None if full or since is None else since.events
         timeline, limited = await self._timeline(req, room_id, after, upto.events, joined=True)
@@ -203,11 +234,22 @@ class SyncService:
                 "limited": limited, "prev_batch": prev_batch,
             },
             "state": {"events": state},
-            "ephemeral": {"events": []},
-            "account_data": {"events": []},
+            "ephemeral": {"events": self._ephemeral(room_id, req.user_id, extras)},
+            "account_data": {"events": [{"type": t, "content": c} for t, c in extras.account_data.get(room_id, {}).items()]},
             "unread_notifications": {"notification_count": 0, "highlight_count": 0},
             "summary": await self._summary(room_id, req.user_id),
         }
+
+    def _ephemeral(self, room_id: str, user_id: str, extras: "ExtraRoomData") -> list[dict[str, Any]]:
+        out = []
+        if room_id in extras.typing_rooms:
+            out.append({"type": "m.typing", "content": {"user_ids": self.typing.typing_users(room_id)}})
+        receipts = extras.receipts.get(room_id)
+        if receipts:
+            content = UserDataService.receipt_edu(receipts, user_id)
+            if content:
+                out.append({"type": "m.receipt", "content": content})
+        return out
 
     async def _left_room(
         self, req: SyncRequest, room_id: str, since: SyncToken | None, leave_event: StoredEvent,

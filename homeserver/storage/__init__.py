@@ -10,6 +10,7 @@ from homeserver.storage.migrations import migrate
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.uia import UiaStore
+from homeserver.storage.user_data import UserDataStore
 from homeserver.storage.users import UserStore
 
 
@@ -24,6 +25,7 @@ class Storage:
         self.state = StateStore(db)
         self.aliases = AliasStore(db)
         self.filters = FilterStore(db)
+        self.user_data = UserDataStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

@@ -1,0 +1,28 @@
+-- Per-user data streamed to clients through /sync: account data (global and per room) and receipts.
+
+INSERT INTO id_sequences (name, last_value) VALUES ('account_data', 0);
+INSERT INTO id_sequences (name, last_value) VALUES ('receipts', 0);
+
+-- room_id '' means global account data.
+CREATE TABLE account_data (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    stream_id BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id, type)
+);
+CREATE INDEX account_data_stream ON account_data (user_id, stream_id);
+
+-- thread_id '' means an unthreaded receipt.
+CREATE TABLE receipts (
+    room_id TEXT NOT NULL,
+    receipt_type TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    stream_id BIGINT NOT NULL,
+    PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
+);
+CREATE INDEX receipts_stream ON receipts (room_id, stream_id);
