@@ -35,6 +35,7 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.room_creation import RoomCreationService
 from homeserver.services.rooms import RoomService
+from homeserver.services.push_rules import PushRuleService
 from homeserver.services.sync import SyncService
 from homeserver.services.typing import TypingService
 from homeserver.services.user_data import UserDataService
@@ -84,6 +85,7 @@ class HomeServer:
     streams: "StreamPositions"
     admin: AdminService
     typing: TypingService
+    push_rules: PushRuleService
     user_data: UserDataService
 
     @classmethod
@@ -102,6 +104,7 @@ class HomeServer:
         formatter = ClientEventFormatter(storage, clock)
         visibility = VisibilityService(storage)
         typing = TypingService(clock, notifier)
+        push_rules = PushRuleService(storage, notifier)
         return cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
@@ -111,8 +114,9 @@ class HomeServer:
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
             rooms=RoomService(storage, creator, membership, formatter, visibility),
             filters=FilterService(storage),
-            sync=SyncService(storage, clock, notifier, formatter, visibility, typing),
+            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules),
             typing=typing, user_data=UserDataService(storage, clock, notifier),
+            push_rules=push_rules,
             streams=StreamPositions(storage),
             admin=AdminService(storage, config, clock, accounts),
         )

@@ -16,6 +16,7 @@ from homeserver.services.client_events import ClientEventFormatter
 from homeserver.services.filters import SyncFilter
 from homeserver.services.notifier import Notifier
 from homeserver.services.tokens_stream import SyncToken, pagination_token
+from homeserver.services.push_rules import PushRuleService
 from homeserver.services.typing import TypingService
 from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
@@ -53,8 +54,9 @@ class SyncRequest:
 class SyncService:
     def __init__(
         self, storage: Storage, clock: Clock, notifier: Notifier, formatter: ClientEventFormatter,
-        visibility: VisibilityService, typing: TypingService,
+        visibility: VisibilityService, typing: TypingService, push_rules: "PushRuleService",
     ) -> None:
+        self.push_rules = push_rules
         self.storage = storage
         self.clock = clock
         self.notifier = notifier
@@ -105,6 +107,9 @@ class SyncService:
         # A token from before a restart may name a typing serial this process never reached.
         typing_since = since.typing if since and since.typing <= upto.typing else 0
         typing_rooms = self.typing.changed_since(active, typing_since) if since else {r for r in active if self.typing.typing_users(r)}
+        if since is None and "m.push_rules" not in account_data.get("", {}):
+            # Clients expect their push rules in every initial sync, changed or not.
+            account_data.setdefault("", {})["m.push_rules"] = {"global": await self.push_rules.ruleset(req.user_id)}
         extras = ExtraRoomData(account_data, receipts_by_room, typing_rooms)
         if since:
             changed_rooms = await self.storage.events.rooms_changed_since(active, since.events, upto.events)

@@ -26,3 +26,18 @@ CREATE TABLE receipts (
     PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
 );
 CREATE INDEX receipts_stream ON receipts (room_id, stream_id);
+
+-- Push rules a user has added (position orders them within their kind), and per-user switches and
+-- actions for the server-default rules (rule_id starting with '.').
+CREATE TABLE push_rules (
+    user_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    -- JSON: conditions / pattern / actions of a user rule; NULL for a server-default rule.
+    rule TEXT,
+    enabled SMALLINT NOT NULL DEFAULT 1,
+    -- JSON actions overriding a server-default rule's actions; NULL keeps the default.
+    actions TEXT,
+    PRIMARY KEY (user_id, kind, rule_id)
+);

@@ -1,0 +1,110 @@
+"""Users' push rules and their settings for the server-default rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from homeserver.storage.database import Database
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    kind: str
+    rule_id: str
+    position: int
+    rule: dict[str, Any] | None
+    enabled: bool
+    actions: list[Any] | None
+
+
+class PushRuleStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def rules_for(self, user_id: str) -> list[StoredRule]:
+        rows = await self.db.fetch(
+            "SELECT kind, rule_id, position, rule, enabled, actions FROM push_rules WHERE user_id = $1"
+            " ORDER BY kind, position",
+            user_id,
+        )
+        return [
+            StoredRule(r[0], r[1], int(r[2]), orjson.loads(r[3]) if r[3] else None, bool(r[4]),
+                       orjson.loads(r[5]) if r[5] else None)
+            for r in rows
+        ]
+
+    async def insert_user_rule(
+        self, user_id: str, kind: str, rule_id: str, rule: dict[str, Any], *, before: str | None, after: str | None,
+    ) -> bool:
+        """Add or replace a user rule; False if ``before``/``after`` names no rule of this kind."""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                "SELECT rule_id FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule IS NOT NULL ORDER BY position",
+                user_id, kind,
+            )
+            order = [r[0] for r in rows if r[0] != rule_id]
+            existing = {r[0] for r in rows}
+            if before is not None or after is not None:
+                anchor = before if before is not None else after
+                if anchor not in order:
+                    return False
+                i = order.index(anchor)
+                order.insert(i if before is not None else i + 1, rule_id)
+            elif rule_id in existing:
+                order = [r[0] for r in rows]  # replacing keeps the rule where it was
+            else:
+                order.insert(0, rule_id)  # a new rule takes the highest priority in its kind
+            await conn.execute(
+                "DELETE FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3", user_id, kind, rule_id
+            )
+            await conn.execute(
+                "INSERT INTO push_rules (user_id, kind, rule_id, position, rule, enabled) VALUES ($1, $2, $3, 0, $4, 1)",
+                user_id, kind, rule_id, orjson.dumps(rule).decode(),
+            )
+            for pos, rid in enumerate(order):
+                await conn.execute(
+                    "UPDATE push_rules SET position = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3",
+                    user_id, kind, rid, pos,
+                )
+        return True
+
+    async def delete_user_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
+        return (await self.db.execute(
+            "DELETE FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3 AND rule IS NOT NULL",
+            user_id, kind, rule_id,
+        )) > 0
+
+    async def set_flags(self, user_id: str, kind: str, rule_id: str, *, enabled: bool | None = None,
+                        actions: list[Any] | None = None, is_default: bool) -> None:
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(
+                "SELECT 1 FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3", user_id, kind, rule_id
+            )
+            if row is None and is_default:
+                await conn.execute(
+                    "INSERT INTO push_rules (user_id, kind, rule_id, position, rule, enabled) VALUES ($1, $2, $3, 0, NULL, 1)",
+                    user_id, kind, rule_id,
+                )
+            if enabled is not None:
+                await conn.execute(
+                    "UPDATE push_rules SET enabled = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3",
+                    user_id, kind, rule_id, int(enabled),
+                )
+            if actions is not None:
+                if is_default:
+                    await conn.execute(
+                        "UPDATE push_rules SET actions = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3",
+                        user_id, kind, rule_id, orjson.dumps(actions).decode(),
+                    )
+                else:
+                    rule = orjson.loads(await conn.fetchval(
+                        "SELECT rule FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3", user_id, kind, rule_id
+                    ))
+                    rule["actions"] = actions
+                    await conn.execute(
+                        "UPDATE push_rules SET rule = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3",
+                        user_id, kind, rule_id, orjson.dumps(rule).decode(),
+                    )
