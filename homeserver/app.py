@@ -35,6 +35,7 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.room_creation import RoomCreationService
 from homeserver.services.rooms import RoomService
+from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
 from homeserver.services.sync import SyncService
 from homeserver.services.typing import TypingService
@@ -86,6 +87,7 @@ class HomeServer:
     admin: AdminService
     typing: TypingService
     push_rules: PushRuleService
+    push: PushEvaluator
     user_data: UserDataService
 
     @classmethod
@@ -105,6 +107,8 @@ class HomeServer:
         visibility = VisibilityService(storage)
         typing = TypingService(clock, notifier)
         push_rules = PushRuleService(storage, notifier)
+        push = PushEvaluator(storage, push_rules, clock, config.server_name)
+        creator.listeners.append(push.on_event)
         return cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
@@ -114,9 +118,9 @@ class HomeServer:
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
             rooms=RoomService(storage, creator, membership, formatter, visibility),
             filters=FilterService(storage),
-            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules),
+            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push),
             typing=typing, user_data=UserDataService(storage, clock, notifier),
-            push_rules=push_rules,
+            push_rules=push_rules, push=push,
             streams=StreamPositions(storage),
             admin=AdminService(storage, config, clock, accounts),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.api.context import hs_of
-from homeserver.api.http import Routes, json_response, read_json
+from homeserver.api.http import Routes, json_response, query_int, read_json
 from homeserver.errors import MatrixError
 
 
@@ -91,8 +91,34 @@ async def put_attr(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def get_notifications(request: web.Request) -> web.Response:
+    """GET /notifications: what the user's push rules flagged, newest first."""
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    before = None
+    if request.query.get("from"):
+        try:
+            before = int(request.query["from"])
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", "Invalid from token") from None
+    limit = min(query_int(request, "limit", 20, minimum=1) or 20, 100)
+    only = request.query.get("only")
+    items, rows = await hs.push.notifications(requester.user_id, before=before, limit=limit, only_highlight=only == "highlight")
+    events = await hs.storage.events.get_events([i["event_id"] for i in items])
+    formatted = {e["event_id"]: e for e in await hs.rooms.formatter.format(list(events.values()))}
+    notifications = [
+        {"actions": i["actions"], "event": formatted[i["event_id"]], "read": i["read"], "room_id": i["room_id"], "ts": i["ts"]}
+        for i in items if i["event_id"] in formatted
+    ]
+    out: dict[str, object] = {"notifications": notifications}
+    if len(rows) == limit:
+        out["next_token"] = str(rows[-1].stream_ordering)
+    return json_response(out)
+
+
 def setup(routes: Routes) -> None:
     c = routes.client
+    c("GET", "/notifications", get_notifications)
     c("GET", "/pushrules/", get_all)
     c("GET", "/pushrules", get_all)
     c("GET", "/pushrules/{scope}/", get_scope)
@@ -102,3 +128,4 @@ def setup(routes: Routes) -> None:
     c("DELETE", "/pushrules/{scope}/{kind}/{rule_id}", delete_rule)
     c("GET", "/pushrules/{scope}/{kind}/{rule_id}/{attr:enabled|actions}", get_attr)
     c("PUT", "/pushrules/{scope}/{kind}/{rule_id}/{attr:enabled|actions}", put_attr)
+

@@ -7,11 +7,12 @@ current forward extremities and is checked against exactly the state it will be 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import string
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from nacl.signing import SigningKey
 
@@ -27,6 +28,8 @@ from homeserver.storage import Storage
 from homeserver.storage.events import StoredEvent
 from homeserver.storage.sequences import next_id
 from homeserver.storage.state import StateKey, StateMap, StateStore
+
+logger = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 65536
 MAX_PREV_EVENTS = 10
@@ -60,6 +63,8 @@ class EventCreator:
         self.signing_key = signing_key
         self.notifier = notifier
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Called after each local event commits (push evaluation, later federation and appservices).
+        self.listeners: list[Callable[[NewEvent], Awaitable[None]]] = []
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         return self._locks[room_id]
@@ -89,7 +94,7 @@ class EventCreator:
             async with self.storage.db.transaction() as conn:
                 await self.storage.events.create_room(conn, room_id, room_version.identifier, creator, event["origin_server_ts"])
                 done = await self._persist(conn, room_id, eid, signed, {}, None, None, None)
-            return self._after_commit(room_id, done)
+            return await self._after_commit(room_id, done)
 
     # --- ordinary events ----------------------------------------------------------------------
 
@@ -127,7 +132,7 @@ class EventCreator:
                 raise forbidden(e.message) from None
             async with self.storage.db.transaction() as conn:
                 done = await self._persist(conn, room_id, eid, signed, state, snapshot, device_id, txn_id)
-            return self._after_commit(room_id, done)
+            return await self._after_commit(room_id, done)
 
     def _select_auth_ids(self, event: dict[str, Any], state: StateMap, rv: RoomVersion) -> dict[StateKey, str]:
         wanted = auth_types_for_event(event, rv)
@@ -176,10 +181,15 @@ class EventCreator:
                 await self.storage.events.mark_redacted(conn, redacts, eid)
         return _Persisted(NewEvent(eid, stream, room_id, pdu), snapshot, new_state)
 
-    def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:
-        """Only once the transaction committed: warm the state cache and wake sync waiters."""
+    async def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:
+        """Only once the transaction committed: warm the state cache, run listeners, wake sync waiters."""
         if done.snapshot is not None and done.new_state is not None:
             self.state.cache_snapshot(done.snapshot, done.new_state)
+        for listener in self.listeners:
+            try:
+                await listener(done.event)
+            except Exception:  # a listener's failure must not fail an event that is already committed
+                logger.exception("event listener failed for %s", done.event.event_id)
         pdu = done.event.pdu
         users = [pdu["state_key"]] if pdu["type"] == "m.room.member" else []
         self.notifier.notify(rooms=[room_id], users=users)

@@ -77,8 +77,19 @@ class PushRuleService:
     def __init__(self, storage: Storage, notifier: Notifier) -> None:
         self.storage = storage
         self.notifier = notifier
+        # Rulesets are read for every recipient of every event: keep them, drop one when it changes.
+        self._cache: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
     async def ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        cached = self._cache.get(user_id)
+        if cached is None:
+            cached = await self._load(user_id)
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[user_id] = cached
+        return copy.deepcopy(cached)
+
+    async def _load(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
         defaults = default_rules(user_id)
         stored = await self.storage.push_rules.rules_for(user_id)
         settings = {(s.kind, s.rule_id): s for s in stored if s.rule is None}
@@ -159,6 +170,7 @@ class PushRuleService:
         await self._changed(user_id)
 
     async def _changed(self, user_id: str) -> None:
+        self._cache.pop(user_id, None)
         # Clients learn of changes through m.push_rules account data in /sync.
         await self.storage.user_data.put_account_data(user_id, "", "m.push_rules", {"global": await self.ruleset(user_id)})
         self.notifier.notify(users=[user_id])

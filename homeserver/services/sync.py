@@ -16,6 +16,7 @@ from homeserver.services.client_events import ClientEventFormatter
 from homeserver.services.filters import SyncFilter
 from homeserver.services.notifier import Notifier
 from homeserver.services.tokens_stream import SyncToken, pagination_token
+from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
 from homeserver.services.typing import TypingService
 from homeserver.services.user_data import UserDataService
@@ -54,9 +55,10 @@ class SyncRequest:
 class SyncService:
     def __init__(
         self, storage: Storage, clock: Clock, notifier: Notifier, formatter: ClientEventFormatter,
-        visibility: VisibilityService, typing: TypingService, push_rules: "PushRuleService",
+        visibility: VisibilityService, typing: TypingService, push_rules: "PushRuleService", push: "PushEvaluator",
     ) -> None:
         self.push_rules = push_rules
+        self.push = push
         self.storage = storage
         self.clock = clock
         self.notifier = notifier
@@ -241,7 +243,7 @@ class SyncService:
             "state": {"events": state},
             "ephemeral": {"events": self._ephemeral(room_id, req.user_id, extras)},
             "account_data": {"events": [{"type": t, "content": c} for t, c in extras.account_data.get(room_id, {}).items()]},
-            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+            "unread_notifications": await self.push.unread_counts(req.user_id, room_id),
             "summary": await self._summary(room_id, req.user_id),
         }
 

@@ -7,7 +7,7 @@ from homeserver.storage.devices import DeviceStore
 from homeserver.storage.events import AliasStore, EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.migrations import migrate
-from homeserver.storage.push_rules import PushRuleStore
+from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.uia import UiaStore
@@ -28,6 +28,7 @@ class Storage:
         self.filters = FilterStore(db)
         self.user_data = UserDataStore(db)
         self.push_rules = PushRuleStore(db)
+        self.push_actions = PushActionStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

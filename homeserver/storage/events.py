@@ -216,6 +216,11 @@ class EventStore:
         )
         return [_stored(r) for r in rows]
 
+    async def last_sent_by(self, room_id: str, sender: str) -> int | None:
+        return await self.db.fetchval(
+            "SELECT MAX(stream_ordering) FROM events WHERE room_id = $1 AND sender = $2", room_id, sender
+        )
+
     async def last_stream_before(self, room_id: str, stream: int) -> int | None:
         return await self.db.fetchval(
             "SELECT MAX(stream_ordering) FROM events WHERE room_id = $1 AND stream_ordering < $2", room_id, stream

@@ -108,3 +108,51 @@ class PushRuleStore:
                         "UPDATE push_rules SET rule = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3",
                         user_id, kind, rule_id, orjson.dumps(rule).decode(),
                     )
+
+
+@dataclass(frozen=True)
+class PushAction:
+    user_id: str
+    room_id: str
+    stream_ordering: int
+    event_id: str
+    actions: list[Any]
+    highlight: bool
+    ts: int
+
+
+class PushActionStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, rows: list[PushAction]) -> None:
+        if rows:
+            await self.db.executemany(
+                "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, actions, highlight, ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                [(r.user_id, r.room_id, r.stream_ordering, r.event_id, orjson.dumps(r.actions).decode(), int(r.highlight), r.ts)
+                 for r in rows],
+            )
+
+    async def counts(self, user_id: str, room_id: str, after: int) -> tuple[int, int]:
+        row = await self.db.fetchrow(
+            "SELECT COUNT(*), COALESCE(SUM(highlight), 0) FROM event_push_actions"
+            " WHERE user_id = $1 AND room_id = $2 AND stream_ordering > $3",
+            user_id, room_id, after,
+        )
+        return int(row[0]), int(row[1])
+
+    async def for_user(self, user_id: str, *, before: int | None, limit: int, only_highlight: bool) -> list[PushAction]:
+        where = ["user_id = $1"]
+        args: list[Any] = [user_id]
+        if before is not None:
+            args.append(before)
+            where.append(f"stream_ordering < ${len(args)}")
+        if only_highlight:
+            where.append("highlight = 1")
+        rows = await self.db.fetch(
+            "SELECT user_id, room_id, stream_ordering, event_id, actions, highlight, ts FROM event_push_actions"
+            f" WHERE {' AND '.join(where)} ORDER BY stream_ordering DESC LIMIT {int(limit)}",
+            *args,
+        )
+        return [PushAction(r[0], r[1], int(r[2]), r[3], orjson.loads(r[4]), bool(r[5]), int(r[6])) for r in rows]

@@ -41,3 +41,18 @@ CREATE TABLE push_rules (
     actions TEXT,
     PRIMARY KEY (user_id, kind, rule_id)
 );
+
+-- The outcome of evaluating each recipient's push rules when an event is persisted: what unread
+-- counts and /notifications are computed from.
+CREATE TABLE event_push_actions (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    event_id TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    highlight SMALLINT NOT NULL,
+    ts BIGINT NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+);
+CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, stream_ordering);
+CREATE INDEX event_push_actions_user ON event_push_actions (user_id, stream_ordering);

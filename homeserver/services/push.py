@@ -1,0 +1,83 @@
+"""Evaluating recipients' push rules when an event is persisted, and the unread counts that follow."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from homeserver.clock import Clock
+from homeserver.events import get_room_version
+from homeserver.events.auth import user_power_level
+from homeserver.services.event_creation import NewEvent
+from homeserver.services.push_rules import EvalContext, PushRuleService, evaluate, notifies
+from homeserver.storage import Storage
+from homeserver.storage.push_rules import PushAction
+
+logger = logging.getLogger(__name__)
+
+
+class PushEvaluator:
+    def __init__(self, storage: Storage, rules: PushRuleService, clock: Clock, server_name: str) -> None:
+        self.storage = storage
+        self.rules = rules
+        self.clock = clock
+        self.server_name = server_name
+
+    async def on_event(self, new: NewEvent) -> None:
+        """Record, for each local member but the sender, what their rules say about ``new``."""
+        pdu = new.pdu
+        room_id = new.room_id
+        members = await self.storage.events.members(room_id, ("join",))
+        recipients = [u for u in members if u != pdu["sender"] and u.endswith(":" + self.server_name)]
+        if not recipients:
+            return
+        room = await self.storage.events.get_room(room_id)
+        state = await self.storage.events.get_current_state_ids(room_id)
+        keys = [k for k in (("m.room.create", ""), ("m.room.power_levels", "")) if k in state]
+        auth_events = await self.storage.events.get_events([state[k] for k in keys])
+        auth = {k: auth_events[state[k]].pdu for k in keys if state[k] in auth_events}
+        rv = get_room_version(room.room_version if room else "12")
+        pl_content = auth.get(("m.room.power_levels", ""), {}).get("content", {})
+        notification_levels = pl_content.get("notifications") if isinstance(pl_content.get("notifications"), dict) else {}
+        sender_power = user_power_level(pdu["sender"], auth, rv)
+        ctx = EvalContext(
+            member_count=len(members), sender_power=int(min(sender_power, 2**31)),
+            notification_levels={k: v for k, v in notification_levels.items() if isinstance(v, int)},
+        )
+        event = {**pdu, "room_id": room_id}
+        rows = []
+        now = self.clock.time_ms()
+        for user in recipients:
+            actions = evaluate(await self.rules.ruleset(user), event, ctx)
+            notify, highlight = notifies(actions)
+            if notify:
+                rows.append(PushAction(user, room_id, new.stream_ordering, new.event_id, actions, highlight, now))
+        await self.storage.push_actions.add(rows)
+
+    async def unread_counts(self, user_id: str, room_id: str) -> dict[str, int]:
+        """Notifications after the user's read receipt (or their own latest message, which implies reading)."""
+        read_upto = await self._read_position(user_id, room_id)
+        notifications, highlights = await self.storage.push_actions.counts(user_id, room_id, read_upto)
+        return {"notification_count": notifications, "highlight_count": highlights}
+
+    async def _read_position(self, user_id: str, room_id: str) -> int:
+        positions = [await self.storage.events.last_sent_by(room_id, user_id) or 0]
+        for rtype in ("m.read", "m.read.private"):
+            receipt = await self.storage.user_data.get_receipt(room_id, rtype, user_id)
+            if receipt is not None:
+                ev = await self.storage.events.get_event(receipt.event_id)
+                if ev is not None:
+                    positions.append(ev.stream_ordering)
+        return max(positions)
+
+    async def notifications(self, user_id: str, *, before: int | None, limit: int, only_highlight: bool) -> tuple[list[dict[str, Any]], list[PushAction]]:
+        rows = await self.storage.push_actions.for_user(user_id, before=before, limit=limit, only_highlight=only_highlight)
+        events = await self.storage.events.get_events([r.event_id for r in rows])
+        read: dict[str, int] = {}
+        out = []
+        for r in rows:
+            if r.room_id not in read:
+                read[r.room_id] = await self._read_position(user_id, r.room_id)
+            out.append({"actions": r.actions, "room_id": r.room_id, "ts": r.ts, "read": r.stream_ordering <= read[r.room_id],
+                        "event_id": r.event_id})
+        return [o for o in out if o["event_id"] in events], rows
