@@ -6,6 +6,7 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden
 from homeserver.events import get_room_version
+from homeserver.events.auth import user_power_level
 from homeserver.services.client_events import ClientEventFormatter
 from homeserver.services.event_creation import EventCreator
 from homeserver.services.filters import EventFilter
@@ -67,8 +68,14 @@ class RoomService:
         extra = None
         if event_type == "m.room.redaction":
             room = await self.storage.events.get_room(room_id)
-            if room is not None and not get_room_version(room.room_version).redacts_in_content:
-                extra = {"redacts": content.get("redacts")}
+            target = content.get("redacts")
+            if not isinstance(target, str):
+                raise MatrixError(400, "M_BAD_JSON", "redacts must name an event")
+            if room is not None:
+                rv = get_room_version(room.room_version)
+                await self._check_may_redact(user_id, room_id, target, rv)
+                if not rv.redacts_in_content:
+                    extra = {"redacts": target}
         new = await self.events.send(
             room_id, user_id, event_type, content, state_key, device_id=device_id, txn_id=txn_id, extra=extra,
         )
@@ -87,12 +94,30 @@ class RoomService:
         if room is None:
             raise forbidden("You are not a member of this room")
         rv = get_room_version(room.room_version)
+        await self._check_may_redact(user_id, room_id, event_id, rv)
         extra = None if rv.redacts_in_content else {"redacts": event_id}
         if not rv.redacts_in_content:
             content.pop("redacts")
         new = await self.events.send(room_id, user_id, "m.room.redaction", content, None,
                                      device_id=device_id, txn_id=txn_id, extra=extra)
         return new.event_id
+
+    async def _check_may_redact(self, user_id: str, room_id: str, event_id: str, rv: Any) -> None:
+        """Since room version 3 the auth rules leave this to servers: only the sender, or someone
+        with the room's redact level, may redact an event."""
+        target = await self.storage.events.get_event(event_id)
+        if target is None or target.room_id != room_id:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        if target.sender == user_id:
+            return
+        state = await self.storage.events.get_current_state_ids(room_id)
+        keys = [k for k in (("m.room.create", ""), ("m.room.power_levels", "")) if k in state]
+        events = await self.storage.events.get_events([state[k] for k in keys])
+        auth = {k: events[state[k]].pdu for k in keys if state[k] in events}
+        pl = auth.get(("m.room.power_levels", ""), {}).get("content", {})
+        needed = pl.get("redact", 50) if isinstance(pl.get("redact", 50), int) else 50
+        if user_power_level(user_id, auth, rv) < needed:
+            raise forbidden("You may only redact your own events")
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -258,3 +258,22 @@ async def test_bad_input(server: RunningServer) -> None:
         params = body if method == "GET" and body else None
         r = await server.http.request(method, path, None if method == "GET" else body, raw=raw, token=ta, params=params)
         assert (r.status, r.errcode) == (status, errcode), (method, path, r.body)
+
+
+async def test_redaction_needs_sender_or_power(server: RunningServer) -> None:
+    _, ta, _ = await server.login_user("alice")
+    _, tb, _ = await server.login_user("bob")
+    room = await create_room(server, ta, preset="public_chat")
+    await join(server, tb, room)
+    alices = await send_text(server, ta, room, "alice's words")
+    bobs = await send_text(server, tb, room, "bob's words")
+    r = await server.http.put(f"{C}/rooms/{room}/redact/{alices}/x1", {}, token=tb)
+    assert r.status == 403 and r.errcode == "M_FORBIDDEN"
+    assert (await server.http.put(f"{C}/rooms/{room}/redact/{bobs}/x2", {}, token=tb)).status == 200
+    assert (await server.http.put(f"{C}/rooms/{room}/redact/{bobs}/x3", {}, token=ta)).status == 200  # moderator
+    r = await server.http.put(f"{C}/rooms/{room}/redact/$unknown/x4", {}, token=ta)
+    assert r.status == 404
+    r = await server.http.put(f"{C}/rooms/{room}/send/m.room.redaction/x5", {"redacts": alices}, token=tb)
+    assert r.status == 403  # the same rule through /send
+    ev = (await server.http.get(f"{C}/rooms/{room}/event/{alices}", token=ta)).body
+    assert ev["content"]["body"] == "alice's words"
