@@ -21,9 +21,75 @@ class ClientEventFormatter:
 
     async def format(
         self, events: Iterable[StoredEvent], *, user_id: str | None = None, device_id: str | None = None,
-        include_room_id: bool = True,
+        include_room_id: bool = True, bundle: bool = True,
     ) -> list[dict[str, Any]]:
         events = list(events)
+        formatted = await self._format_plain(events, user_id, device_id, include_room_id)
+        if bundle and events:
+            await self._bundle(events, formatted, user_id, device_id, include_room_id)
+        return formatted
+
+    async def _bundle(
+        self, events: list[StoredEvent], formatted: list[dict[str, Any]], user_id: str | None,
+        device_id: str | None, include_room_id: bool,
+    ) -> None:
+        """Add the spec's bundled aggregations (m.replace, m.thread, m.reference) under unsigned.m.relations.
+
+        Annotations (reactions) are deliberately not aggregated: the spec says servers must not.
+        """
+        by_id = {e.event_id: e for e in events if not e.redacted_by and e.state_key is None}
+        if not by_id:
+            return
+        relations = await self.storage.relations.for_targets(by_id)
+        if not relations:
+            return
+        grouped: dict[str, dict[str, list[Any]]] = {}
+        for r in relations:
+            grouped.setdefault(r.relates_to_id, {}).setdefault(r.rel_type, []).append(r)
+        wanted: set[str] = set()
+        picks: dict[str, dict[str, Any]] = {}
+        for target, kinds in grouped.items():
+            original = by_id[target]
+            pick: dict[str, Any] = {}
+            edits = [r for r in kinds.get("m.replace", []) if r.sender == original.sender and r.type == original.type
+                     and relation_of_pdu(original.pdu) != "m.replace"]
+            if edits:
+                latest = max(edits, key=lambda r: (r.origin_server_ts, r.event_id))
+                pick["m.replace"] = latest.event_id
+                wanted.add(latest.event_id)
+            thread = kinds.get("m.thread", [])
+            if thread:
+                latest_t = max(thread, key=lambda r: r.stream_ordering)
+                pick["m.thread"] = (latest_t.event_id, len(thread),
+                                    user_id is not None and (original.sender == user_id or any(r.sender == user_id for r in thread)))
+                wanted.add(latest_t.event_id)
+            refs = kinds.get("m.reference", [])
+            if refs:
+                pick["m.reference"] = [r.event_id for r in sorted(refs, key=lambda r: r.stream_ordering)]
+            picks[target] = pick
+        related = await self.storage.events.get_events(wanted)
+        related_fmt = {
+            e["event_id"]: e for e in await self.format(
+                list(related.values()), user_id=user_id, device_id=device_id, include_room_id=include_room_id, bundle=False)
+        }
+        for ev in formatted:
+            pick = picks.get(ev["event_id"])
+            if not pick:
+                continue
+            rels: dict[str, Any] = {}
+            if pick.get("m.replace") in related_fmt:
+                rels["m.replace"] = related_fmt[pick["m.replace"]]
+            if "m.thread" in pick and pick["m.thread"][0] in related_fmt:
+                latest_id, count, mine = pick["m.thread"]
+                rels["m.thread"] = {"latest_event": related_fmt[latest_id], "count": count, "current_user_participated": mine}
+            if "m.reference" in pick:
+                rels["m.reference"] = {"chunk": [{"event_id": e} for e in pick["m.reference"]]}
+            if rels:
+                ev["unsigned"]["m.relations"] = rels
+
+    async def _format_plain(
+        self, events: list[StoredEvent], user_id: str | None, device_id: str | None, include_room_id: bool,
+    ) -> list[dict[str, Any]]:
         related_ids = {e.redacted_by for e in events if e.redacted_by} | {e.replaces_state for e in events if e.replaces_state}
         related = await self.storage.events.get_events(related_ids) if related_ids else {}
         versions: dict[str, Any] = {}
@@ -69,3 +135,8 @@ class ClientEventFormatter:
                 unsigned["prev_sender"] = prev.pdu["sender"]
         out["unsigned"] = unsigned
         return out
+
+
+def relation_of_pdu(pdu: dict[str, Any]) -> str | None:
+    rel = (pdu.get("content") or {}).get("m.relates_to")
+    return rel.get("rel_type") if isinstance(rel, dict) else None

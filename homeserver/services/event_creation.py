@@ -171,6 +171,7 @@ class EventCreator:
             conn, eid, pdu, stream_ordering=stream, state_after=snapshot, device_id=device_id, txn_id=txn_id,
             room_id=room_id, replaces_state=replaces,
         )
+        await self.storage.relations.add(conn, eid, room_id, pdu, stream)
         await self.storage.events.set_forward_extremities(conn, room_id, [eid])
         if txn_id is not None and device_id is not None:
             await self.storage.events.add_txn_event(conn, pdu["sender"], device_id, txn_id, eid, self.clock.time_ms())
@@ -179,6 +180,7 @@ class EventCreator:
             target = (await self.storage.events.get_events([redacts], conn)).get(redacts)
             if target is not None and target.room_id == room_id:
                 await self.storage.events.mark_redacted(conn, redacts, eid)
+                await self.storage.relations.remove(conn, redacts)
         return _Persisted(NewEvent(eid, stream, room_id, pdu), snapshot, new_state)
 
     async def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:

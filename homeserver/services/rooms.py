@@ -63,6 +63,12 @@ class RoomService:
             seen = await self.storage.events.get_txn_event(user_id, device_id, txn_id)
             if seen is not None:
                 return seen
+        rel = content.get("m.relates_to")
+        if isinstance(rel, dict) and rel.get("rel_type") == "m.thread" and isinstance(rel.get("event_id"), str):
+            root = await self.storage.events.get_event(rel["event_id"])
+            if root is not None and isinstance((root.pdu.get("content") or {}).get("m.relates_to"), dict) \
+                    and (root.pdu["content"]["m.relates_to"].get("rel_type")):
+                raise MatrixError(400, "M_UNKNOWN", "Cannot start a thread from an event that has a relation")
         if event_type == "m.room.member" and state_key is not None:
             raise MatrixError(400, "M_BAD_JSON", "Use the membership endpoints to change membership")
         extra = None

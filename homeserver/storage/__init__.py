@@ -9,6 +9,7 @@ from homeserver.storage.filters import FilterStore
 from homeserver.storage.migrations import migrate
 from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
+from homeserver.storage.relations import RelationStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.uia import UiaStore
 from homeserver.storage.user_data import UserDataStore
@@ -29,6 +30,7 @@ class Storage:
         self.user_data = UserDataStore(db)
         self.push_rules = PushRuleStore(db)
         self.push_actions = PushActionStore(db)
+        self.relations = RelationStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

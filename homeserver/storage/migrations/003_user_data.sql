@@ -56,3 +56,17 @@ CREATE TABLE event_push_actions (
 );
 CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, stream_ordering);
 CREATE INDEX event_push_actions_user ON event_push_actions (user_id, stream_ordering);
+
+-- Relations (m.relates_to) between events, for /relations, /threads and bundled aggregations.
+CREATE TABLE event_relations (
+    event_id TEXT PRIMARY KEY,
+    relates_to_id TEXT NOT NULL,
+    rel_type TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    origin_server_ts BIGINT NOT NULL
+);
+CREATE INDEX event_relations_target ON event_relations (relates_to_id, rel_type, stream_ordering);
+CREATE INDEX event_relations_room_threads ON event_relations (room_id, rel_type, stream_ordering);
