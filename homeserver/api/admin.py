@@ -204,6 +204,18 @@ async def delete_token(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def event_reports(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    await hs.admin_requester(request)
+    offset = query_int(request, "from", 0) or 0
+    limit = query_int(request, "limit", 100) or 0
+    reports, total = await hs.storage.events.list_reports(offset, limit)
+    out: dict[str, Any] = {"event_reports": [{**r, "name": None, "sender": None} for r in reports], "total": total}
+    if offset + len(reports) < total:
+        out["next_token"] = offset + len(reports)
+    return json_response(out)
+
+
 def setup(routes: Routes) -> None:
     add = routes.add
     add("GET", f"{A}/v1/register", get_register_nonce)
@@ -220,6 +232,7 @@ def setup(routes: Routes) -> None:
     add("GET", f"{A}/v1/whois/{{user_id}}", whois)
     add("GET", f"{A}/v1/users/{{user_id}}/admin", get_admin_flag)
     add("PUT", f"{A}/v1/users/{{user_id}}/admin", put_admin_flag)
+    add("GET", f"{A}/v1/event_reports", event_reports)
     add("GET", f"{A}/v1/registration_tokens", list_tokens)
     add("POST", f"{A}/v1/registration_tokens/new", new_token)
     add("GET", f"{A}/v1/registration_tokens/{{token}}", get_token)

@@ -263,6 +263,43 @@ async def room_aliases(request: web.Request) -> web.Response:
     return json_response({"aliases": await hs.storage.aliases.for_room(_room_id(request))})
 
 
+async def get_context(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    limit = min(query_int(request, "limit", 10) or 0, 100)
+    event_filter, lazy = None, False
+    if request.query.get("filter"):
+        try:
+            raw = orjson.loads(request.query["filter"])
+        except orjson.JSONDecodeError:
+            raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
+        event_filter = EventFilter.parse(raw, "filter")
+        lazy = bool(raw.get("lazy_load_members")) if isinstance(raw, dict) else False
+    return json_response(await hs.rooms.context(
+        requester.user_id, requester.device_id, _room_id(request), request.match_info["event_id"], limit, event_filter, lazy,
+    ))
+
+
+async def timestamp_to_event(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    ts = query_int(request, "ts")
+    if ts is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: ts")
+    direction = request.query.get("dir")
+    if direction not in ("f", "b"):
+        raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'f' or 'b'")
+    return json_response(await hs.rooms.event_at_timestamp(requester.user_id, _room_id(request), ts, direction == "f"))
+
+
+async def report(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    body = await read_json(request, allow_empty=True)
+    await hs.rooms.report(requester.user_id, _room_id(request), request.match_info.get("event_id"), body, hs.clock.time_ms())
+    return json_response({})
+
+
 def setup(routes: Routes) -> None:
     c = routes.client
     c("POST", "/createRoom", create_room)
@@ -288,6 +325,10 @@ def setup(routes: Routes) -> None:
     c("GET", "/rooms/{room_id}/event/{event_id}", get_event)
     c("GET", "/rooms/{room_id}/messages", messages)
     c("GET", "/rooms/{room_id}/aliases", room_aliases)
+    c("GET", "/rooms/{room_id}/context/{event_id}", get_context)
+    c("GET", "/rooms/{room_id}/timestamp_to_event", timestamp_to_event, versions=("v1",))
+    c("POST", "/rooms/{room_id}/report/{event_id}", report)
+    c("POST", "/rooms/{room_id}/report", report, versions=("v3",))
     c("GET", "/directory/room/{alias}", get_alias)
     c("PUT", "/directory/room/{alias}", put_alias)
     c("DELETE", "/directory/room/{alias}", delete_alias)

@@ -219,3 +219,58 @@ class RoomService:
         eid = await self.storage.events.get_current_state_event_id(room_id, "m.room.member", user_id)
         ev = await self.storage.events.get_event(eid) if eid else None
         return ev.stream_ordering if ev else None
+
+    async def context(
+        self, user_id: str, device_id: str, room_id: str, event_id: str, limit: int, event_filter: EventFilter | None,
+        lazy_members: bool,
+    ) -> dict[str, Any]:
+        """/context: the event, what came just before and after it, and the state at the end."""
+        joined, _ = await self._member_view(user_id, room_id)
+        ev = await self.storage.events.get_event(event_id)
+        if ev is None or ev.room_id != room_id or not await self.visibility.filter(user_id, [ev], currently_joined=joined):
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        half_before, half_after = limit // 2, limit - limit // 2
+        before = await self.storage.events.room_events(room_id, upto=ev.stream_ordering - 1, limit=half_before, backwards=True)
+        after = await self.storage.events.room_events(room_id, after=ev.stream_ordering, limit=half_after, backwards=False)
+
+        def keep(e: StoredEvent) -> bool:
+            return event_filter is None or event_filter.allows(e.type, e.sender)
+
+        before = await self.visibility.filter(user_id, [e for e in before if keep(e)], currently_joined=joined)
+        after = await self.visibility.filter(user_id, [e for e in after if keep(e)], currently_joined=joined)
+        last = after[-1] if after else ev
+        state_ids = await self.storage.state.get_state(last.state_after) if last.state_after is not None else {}
+        if lazy_members:
+            senders = {e.sender for e in before + after + [ev]}
+            state_ids = {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders}
+        state_events = await self.storage.events.get_events(state_ids.values())
+        fmt = self.formatter.format
+        start_pos = (before[-1].stream_ordering - 1) if before else ev.stream_ordering - 1
+        end_pos = after[-1].stream_ordering if after else ev.stream_ordering
+        return {
+            "event": (await fmt([ev], user_id=user_id, device_id=device_id))[0],
+            "events_before": await fmt(before, user_id=user_id, device_id=device_id),
+            "events_after": await fmt(after, user_id=user_id, device_id=device_id),
+            "state": await fmt(sorted(state_events.values(), key=lambda e: e.stream_ordering)),
+            "start": f"t{max(start_pos, 0)}", "end": f"t{end_pos}",
+        }
+
+    async def event_at_timestamp(self, user_id: str, room_id: str, ts: int, forwards: bool) -> dict[str, Any]:
+        joined, _ = await self._member_view(user_id, room_id)
+        ev = await self.storage.events.event_near_ts(room_id, ts, forwards)
+        if ev is None or not await self.visibility.filter(user_id, [ev], currently_joined=joined):
+            raise MatrixError(404, "M_NOT_FOUND", "No event found at or near that time")
+        return {"event_id": ev.event_id, "origin_server_ts": ev.pdu.get("origin_server_ts", 0)}
+
+    async def report(self, user_id: str, room_id: str, event_id: str | None, body: dict[str, Any], now: int) -> None:
+        reason = body.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 4096):
+            raise MatrixError(400, "M_BAD_JSON", "reason must be a string of at most 4096 characters")
+        score = body.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int) or not -100 <= score <= 0):
+            raise MatrixError(400, "M_BAD_JSON", "score must be an integer between -100 and 0")
+        if event_id is not None:
+            await self.get_event(user_id, "", room_id, event_id)  # 404 unless the reporter can see it
+        elif await self.storage.events.get_room(room_id) is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        await self.storage.events.add_report(room_id, event_id, user_id, reason, score, now)

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 from homeserver.storage.database import Connection, Database
+from homeserver.storage.sequences import next_id
 from homeserver.storage.state import StateKey, StateMap
 
 EVENT_CACHE_SIZE = 20_000
@@ -215,6 +216,35 @@ class EventStore:
             user_id, since, upto,
         )
         return [_stored(r) for r in rows]
+
+    async def event_near_ts(self, room_id: str, ts: int, forwards: bool) -> StoredEvent | None:
+        op, order = (">=", "ASC") if forwards else ("<=", "DESC")
+        row = await self.db.fetchrow(
+            f"SELECT {_EV_COLS} FROM events WHERE room_id = $1 AND origin_server_ts {op} $2 AND outlier = 0"
+            f" AND rejected IS NULL ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
+            room_id, ts,
+        )
+        return _stored(row) if row else None
+
+    async def add_report(self, room_id: str, event_id: str | None, user_id: str, reason: str | None,
+                         score: int | None, ts: int) -> int:
+        async with self.db.transaction() as conn:
+            report_id = await next_id(conn, "reports")
+            await conn.execute(
+                "INSERT INTO reports (id, received_ts, room_id, event_id, user_id, reason, score)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                report_id, ts, room_id, event_id, user_id, reason, score,
+            )
+        return report_id
+
+    async def list_reports(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        total = int(await self.db.fetchval("SELECT COUNT(*) FROM reports"))
+        rows = await self.db.fetch(
+            "SELECT id, received_ts, room_id, event_id, user_id, reason, score FROM reports"
+            f" ORDER BY id DESC LIMIT {int(limit)} OFFSET {int(offset)}"
+        )
+        return [{"id": r[0], "received_ts": r[1], "room_id": r[2], "event_id": r[3], "user_id": r[4],
+                 "reason": r[5], "score": r[6]} for r in rows], total
 
     async def last_sent_by(self, room_id: str, sender: str) -> int | None:
         return await self.db.fetchval(

@@ -70,3 +70,15 @@ CREATE TABLE event_relations (
 );
 CREATE INDEX event_relations_target ON event_relations (relates_to_id, rel_type, stream_ordering);
 CREATE INDEX event_relations_room_threads ON event_relations (room_id, rel_type, stream_ordering);
+
+-- Reports of events and rooms by users, for the ministry's moderators.
+CREATE TABLE reports (
+    id BIGINT PRIMARY KEY,
+    received_ts BIGINT NOT NULL,
+    room_id TEXT NOT NULL,
+    event_id TEXT,
+    user_id TEXT NOT NULL,
+    reason TEXT,
+    score INTEGER
+);
+INSERT INTO id_sequences (name, last_value) VALUES ('reports', 0);
