@@ -94,6 +94,7 @@ class SyncService:
         knock: dict[str, Any] = {}
         memberships = await self.storage.events.rooms_for_user(req.user_id, ("join", "invite", "knock", "leave", "ban"))
         forgotten = await self.storage.aliases.forgotten(req.user_id)
+        ignored = await self.visibility.ignored_users(req.user_id)
         changed_membership: dict[str, StoredEvent] = {}
         if since is not None:
             for ev in await self.storage.events.membership_changes_for_user(req.user_id, since.events, upto.events):
@@ -127,6 +128,9 @@ class SyncService:
                     continue
                 join[room_id] = await self._joined_room(req, room_id, since, upto, full=newly, extras=extras)
             elif membership == "invite":
+                invite_ev = changed_membership.get(room_id) or await self._membership_event(room_id, req.user_id)
+                if invite_ev is not None and invite_ev.sender in ignored:
+                    continue  # invites from ignored users are dropped
                 if since is None or room_id in changed_membership:
                     invite[room_id] = await self._invited_room(req.user_id, room_id)
             elif membership == "knock":

@@ -39,6 +39,12 @@ class UserDataService:
             raise MatrixError(405, "M_BAD_JSON", f"Cannot set {data_type} through this API")
         if room_id:
             await self._require_known_room(user_id, room_id)
+        if data_type == "m.ignored_user_list" and not room_id:
+            ignored = content.get("ignored_users")
+            if not isinstance(ignored, dict) or not all(isinstance(u, str) and u.startswith("@") for u in ignored):
+                raise MatrixError(400, "M_BAD_JSON", "ignored_users must be an object keyed by user IDs")
+            if user_id in ignored:
+                raise MatrixError(400, "M_BAD_JSON", "You cannot ignore yourself")
         await self.storage.user_data.put_account_data(user_id, room_id, data_type, content)
         self.notifier.notify(users=[user_id])
 

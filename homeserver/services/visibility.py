@@ -28,7 +28,17 @@ class VisibilityService:
         visibility = events[hv_id].pdu["content"].get("history_visibility", "shared") if hv_id in events else "shared"
         return membership, visibility
 
+    async def ignored_users(self, user_id: str) -> set[str]:
+        """Users ``user_id`` has chosen to ignore (m.ignored_user_list account data)."""
+        content = await self.storage.user_data.get_account_data(user_id, "", "m.ignored_user_list") or {}
+        ignored = content.get("ignored_users")
+        return {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
+
     async def filter(self, user_id: str, events: Iterable[StoredEvent], *, currently_joined: bool) -> list[StoredEvent]:
+        ignored = await self.ignored_users(user_id)
+        if ignored:
+            # Events from ignored users are hidden, except state, which shapes the room for everyone.
+            events = [e for e in events if e.sender not in ignored or e.state_key is not None]
         out = []
         memo: dict[int | None, tuple[str | None, str]] = {}
         for ev in events:

@@ -122,3 +122,27 @@ async def test_typing_wakes_sync_and_expires(server: RunningServer) -> None:
     for path, body_, token, status in cases:
         r = await server.http.put(path, body_, token=token)
         assert r.status == status and r.errcode, (path, r.body)
+
+
+async def test_ignored_users(server: RunningServer) -> None:
+    alice, ta, _ = await server.login_user("alice")
+    bob, tb, _ = await server.login_user("bob")
+    room = await create_room(server, ta, preset="public_chat")
+    await join(server, tb, room)
+    path = f"{C}/user/{alice}/account_data/m.ignored_user_list"
+    assert (await server.http.put(path, {"ignored_users": {bob: {}}}, token=ta)).status == 200
+    await send_text(server, tb, room, "from bob")
+    mine = await send_text(server, ta, room, "from alice")
+    timeline = (await sync(server, ta))["rooms"]["join"][room]["timeline"]["events"]
+    senders = {e["sender"] for e in timeline if e["type"] == "m.room.message"}
+    assert senders == {alice} and mine in [e["event_id"] for e in timeline]
+    msgs = (await server.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"limit": "50"})).body["chunk"]
+    assert all(e["sender"] != bob for e in msgs if e["type"] == "m.room.message")
+    # An invite from an ignored user never shows up.
+    other = await create_room(server, tb)
+    assert (await server.http.post(f"{C}/rooms/{other}/invite", {"user_id": alice}, token=tb)).status == 200
+    assert other not in (await sync(server, ta))["rooms"]["invite"]
+    assert (await server.http.put(path, {"ignored_users": {alice: {}}}, token=ta)).status == 400
+    assert (await server.http.put(path, {"ignored_users": ["x"]}, token=ta)).status == 400
+    assert (await server.http.put(path, {"ignored_users": {}}, token=ta)).status == 200
+    assert other in (await sync(server, ta))["rooms"]["invite"]
