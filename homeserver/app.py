@@ -21,6 +21,7 @@ from homeserver.errors import MatrixError
 from homeserver.services.admin import AdminService
 from homeserver.services.accounts import AccountService, password_stage
 from homeserver.services.devices import DeviceService
+from homeserver.services.directory import DirectoryService
 from homeserver.services.passwords import PasswordHasher
 from homeserver.services.profile import ProfileService
 from homeserver.services.ratelimit import RateLimiter
@@ -88,6 +89,7 @@ class HomeServer:
     typing: TypingService
     push_rules: PushRuleService
     push: PushEvaluator
+    directory: DirectoryService
     user_data: UserDataService
 
     @classmethod
@@ -120,7 +122,7 @@ class HomeServer:
             filters=FilterService(storage),
             sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push),
             typing=typing, user_data=UserDataService(storage, clock, notifier),
-            push_rules=push_rules, push=push,
+            push_rules=push_rules, push=push, directory=DirectoryService(storage, config.server_name),
             streams=StreamPositions(storage),
             admin=AdminService(storage, config, clock, accounts),
         )

@@ -85,6 +85,9 @@ class EventStore:
     async def set_current_snapshot(self, conn: Connection, room_id: str, snapshot_id: int) -> None:
         await conn.execute("UPDATE rooms SET current_snapshot = $2 WHERE room_id = $1", room_id, snapshot_id)
 
+    async def public_room_ids(self) -> list[str]:
+        return [r[0] for r in await self.db.fetch("SELECT room_id FROM rooms WHERE is_public = 1")]
+
     async def set_public(self, room_id: str, public: bool) -> None:
         await self.db.execute("UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, int(public))
 

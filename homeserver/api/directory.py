@@ -1,0 +1,65 @@
+"""Room directory: /directory/list/room/{roomId} and /publicRooms."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.context import hs_of
+from homeserver.api.http import Routes, json_response, query_int, read_json
+from homeserver.errors import MatrixError
+
+
+async def get_visibility(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    return json_response({"visibility": await hs.directory.visibility(request.match_info["room_id"])})
+
+
+async def put_visibility(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    body = await read_json(request)
+    await hs.directory.set_visibility(requester.user_id, request.match_info["room_id"], body.get("visibility"))
+    return json_response({})
+
+
+def _server(request: web.Request, server: object) -> None:
+    if server is not None and server != hs_of(request).config.server_name:
+        # Other servers' directories need federation (step 5).
+        raise MatrixError(400, "M_UNKNOWN", "Only this server's room directory can be listed")
+
+
+async def get_public_rooms(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    await hs.requester(request)
+    _server(request, request.query.get("server"))
+    return json_response(await hs.directory.public_rooms(
+        limit=query_int(request, "limit", None), since=request.query.get("since"), search=None,
+    ))
+
+
+async def post_public_rooms(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    await hs.requester(request)
+    _server(request, request.query.get("server"))
+    body = await read_json(request, allow_empty=True)
+    limit = body.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise MatrixError(400, "M_BAD_JSON", "limit must be an integer")
+    since = body.get("since")
+    if since is not None and not isinstance(since, str):
+        raise MatrixError(400, "M_BAD_JSON", "since must be a string")
+    flt = body.get("filter") or {}
+    if not isinstance(flt, dict):
+        raise MatrixError(400, "M_BAD_JSON", "filter must be an object")
+    term = flt.get("generic_search_term")
+    if term is not None and not isinstance(term, str):
+        raise MatrixError(400, "M_BAD_JSON", "generic_search_term must be a string")
+    return json_response(await hs.directory.public_rooms(limit=limit, since=since, search=term))
+
+
+def setup(routes: Routes) -> None:
+    c = routes.client
+    c("GET", "/directory/list/room/{room_id}", get_visibility)
+    c("PUT", "/directory/list/room/{room_id}", put_visibility)
+    c("GET", "/publicRooms", get_public_rooms)
+    c("POST", "/publicRooms", post_public_rooms)
