@@ -35,6 +35,7 @@ from homeserver.services.filters import FilterService
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.room_creation import RoomCreationService
+from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.rooms import RoomService
 from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
@@ -90,6 +91,7 @@ class HomeServer:
     push_rules: PushRuleService
     push: PushEvaluator
     directory: DirectoryService
+    room_upgrade: RoomUpgradeService
     user_data: UserDataService
 
     @classmethod
@@ -123,6 +125,7 @@ class HomeServer:
             sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push),
             typing=typing, user_data=UserDataService(storage, clock, notifier),
             push_rules=push_rules, push=push, directory=DirectoryService(storage, config.server_name),
+            room_upgrade=RoomUpgradeService(storage, creator),
             streams=StreamPositions(storage),
             admin=AdminService(storage, config, clock, accounts),
         )

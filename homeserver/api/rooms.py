@@ -300,6 +300,16 @@ async def report(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def upgrade(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    body = await read_json(request)
+    if "new_version" not in body:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: new_version")
+    new_room = await hs.room_upgrade.upgrade(requester.user_id, _room_id(request), body["new_version"])
+    return json_response({"replacement_room": new_room})
+
+
 def setup(routes: Routes) -> None:
     c = routes.client
     c("POST", "/createRoom", create_room)
@@ -326,6 +336,7 @@ def setup(routes: Routes) -> None:
     c("GET", "/rooms/{room_id}/messages", messages)
     c("GET", "/rooms/{room_id}/aliases", room_aliases)
     c("GET", "/rooms/{room_id}/context/{event_id}", get_context)
+    c("POST", "/rooms/{room_id}/upgrade", upgrade)
     c("GET", "/rooms/{room_id}/timestamp_to_event", timestamp_to_event, versions=("v1",))
     c("POST", "/rooms/{room_id}/report/{event_id}", report)
     c("POST", "/rooms/{room_id}/report", report, versions=("v3",))
