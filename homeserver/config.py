@@ -108,6 +108,12 @@ class PasswordHashing:
 
 
 @dataclass
+class UserDirectory:
+    enabled: bool = _f(True, "Serve /user_directory/search.")
+    search_all_users: bool = _f(False, "Let users find every local user, not only those sharing a room or in public rooms.")
+
+
+@dataclass
 class Config:
     server_name: str = _f("", "The domain part of every user ID on this server (e.g. mofa.gov.example). Cannot be changed later.")
     public_baseurl: str | None = _f(None, "The URL clients use to reach this server; advertised in /.well-known/matrix/client.")
@@ -130,6 +136,7 @@ class Config:
     federation_domain_whitelist: list[str] | None = _f(None, "When set, federate only with these server names.")
     serve_server_wellknown: bool = _f(False, "Serve /.well-known/matrix/server pointing at this server's port 443.")
     extra_well_known_client_content: dict[str, Any] = _f({}, "Extra keys merged into /.well-known/matrix/client.")
+    user_directory: UserDirectory = _f(UserDirectory(), "The user directory (Synapse's shape).")
     require_auth_for_profile_requests: bool = _f(False, "Require an access token to read profiles.")
     admin_contact: str | None = _f(None, "Contact address shown to users in some errors (e.g. mailto:ict@mofa.gov.example).")
     rc_message: RateLimit = _f(RateLimit(0.2, 10), "Messages sent per user.")

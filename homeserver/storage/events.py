@@ -315,6 +315,22 @@ class EventStore:
         )
         return {r[0]: r[1] for r in rows}
 
+    async def users_sharing_rooms(self, user_id: str) -> set[str]:
+        rows = await self.db.fetch(
+            "SELECT DISTINCT other.state_key FROM current_state mine JOIN current_state other"
+            " ON other.room_id = mine.room_id AND other.type = 'm.room.member' AND other.membership = 'join'"
+            " WHERE mine.type = 'm.room.member' AND mine.state_key = $1 AND mine.membership = 'join'",
+            user_id,
+        )
+        return {r[0] for r in rows}
+
+    async def users_in_public_rooms(self) -> set[str]:
+        rows = await self.db.fetch(
+            "SELECT DISTINCT cs.state_key FROM current_state cs JOIN rooms r ON r.room_id = cs.room_id"
+            " WHERE r.is_public = 1 AND cs.type = 'm.room.member' AND cs.membership = 'join'"
+        )
+        return {r[0] for r in rows}
+
     async def members(self, room_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
         marks = ", ".join(f"${i}" for i in range(2, len(memberships) + 2))
         rows = await self.db.fetch(

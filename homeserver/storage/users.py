@@ -130,6 +130,26 @@ class UserStore:
         )
         return [_user(r) for r in rows], total
 
+    async def search_directory(self, term: str, candidates: list[str] | None, limit: int) -> list[tuple[str, str | None, str | None]]:
+        """Active users whose ID or display name contains ``term`` (among ``candidates`` if given)."""
+        like = f"%{term.lower()}%"
+        args: list[Any] = [like]
+        where = "u.deactivated = 0 AND (lower(u.user_id) LIKE $1 OR lower(d.value) LIKE $1)"
+        if candidates is not None:
+            if not candidates:
+                return []
+            marks = ", ".join(f"${i}" for i in range(2, len(candidates) + 2))
+            where += f" AND u.user_id IN ({marks})"
+            args += candidates
+        rows = await self.db.fetch(
+            "SELECT u.user_id, d.value, a.value FROM users u"
+            " LEFT JOIN profile_fields d ON d.user_id = u.user_id AND d.field = 'displayname'"
+            " LEFT JOIN profile_fields a ON a.user_id = u.user_id AND a.field = 'avatar_url'"
+            f" WHERE {where} ORDER BY u.user_id LIMIT {int(limit)}",
+            *args,
+        )
+        return [(r[0], orjson.loads(r[1]) if r[1] else None, orjson.loads(r[2]) if r[2] else None) for r in rows]
+
     # --- profile -----------------------------------------------------------------------------
 
     async def get_profile(self, user_id: str) -> dict[str, Any]:
