@@ -37,6 +37,7 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.room_creation import RoomCreationService
 from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.rooms import RoomService
+from homeserver.services.search import SearchService
 from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
 from homeserver.services.sync import SyncService
@@ -92,6 +93,7 @@ class HomeServer:
     push: PushEvaluator
     directory: DirectoryService
     room_upgrade: RoomUpgradeService
+    search: SearchService
     user_data: UserDataService
 
     @classmethod
@@ -126,6 +128,7 @@ class HomeServer:
             typing=typing, user_data=UserDataService(storage, clock, notifier),
             push_rules=push_rules, push=push, directory=DirectoryService(storage, config.server_name),
             room_upgrade=RoomUpgradeService(storage, creator),
+            search=SearchService(storage, formatter, visibility),
             streams=StreamPositions(storage),
             admin=AdminService(storage, config, clock, accounts),
         )

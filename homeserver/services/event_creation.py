@@ -172,6 +172,7 @@ class EventCreator:
             room_id=room_id, replaces_state=replaces,
         )
         await self.storage.relations.add(conn, eid, room_id, pdu, stream)
+        await self.storage.search.index(conn, eid, room_id, pdu, stream)
         await self.storage.events.set_forward_extremities(conn, room_id, [eid])
         if txn_id is not None and device_id is not None:
             await self.storage.events.add_txn_event(conn, pdu["sender"], device_id, txn_id, eid, self.clock.time_ms())
@@ -181,6 +182,7 @@ class EventCreator:
             if target is not None and target.room_id == room_id:
                 await self.storage.events.mark_redacted(conn, redacts, eid)
                 await self.storage.relations.remove(conn, redacts)
+                await self.storage.search.remove(conn, redacts)
         return _Persisted(NewEvent(eid, stream, room_id, pdu), snapshot, new_state)
 
     async def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:

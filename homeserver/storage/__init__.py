@@ -10,6 +10,7 @@ from homeserver.storage.migrations import migrate
 from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.relations import RelationStore
+from homeserver.storage.search import SearchStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.uia import UiaStore
 from homeserver.storage.user_data import UserDataStore
@@ -31,6 +32,7 @@ class Storage:
         self.push_rules = PushRuleStore(db)
         self.push_actions = PushActionStore(db)
         self.relations = RelationStore(db)
+        self.search = SearchStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":
