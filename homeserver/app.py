@@ -38,6 +38,7 @@ from homeserver.services.room_creation import RoomCreationService
 from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.rooms import RoomService
 from homeserver.services.search import SearchService
+from homeserver.services.presence import PresenceService
 from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
 from homeserver.services.sync import SyncService
@@ -94,6 +95,7 @@ class HomeServer:
     directory: DirectoryService
     room_upgrade: RoomUpgradeService
     search: SearchService
+    presence: PresenceService
     user_data: UserDataService
 
     @classmethod
@@ -113,6 +115,7 @@ class HomeServer:
         visibility = VisibilityService(storage)
         typing = TypingService(clock, notifier)
         push_rules = PushRuleService(storage, notifier)
+        presence = PresenceService(clock, notifier, config.presence.enabled)
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
         creator.listeners.append(push.on_event)
         return cls(
@@ -124,7 +127,8 @@ class HomeServer:
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
             rooms=RoomService(storage, creator, membership, formatter, visibility),
             filters=FilterService(storage),
-            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push),
+            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence),
+            presence=presence,
             typing=typing, user_data=UserDataService(storage, clock, notifier),
             push_rules=push_rules, push=push, directory=DirectoryService(storage, config.server_name),
             room_upgrade=RoomUpgradeService(storage, creator),

@@ -114,6 +114,11 @@ class UserDirectory:
 
 
 @dataclass
+class Presence:
+    enabled: bool = _f(True, "Track and share online/offline status. Off stops the server storing or sending any presence.")
+
+
+@dataclass
 class Config:
     server_name: str = _f("", "The domain part of every user ID on this server (e.g. mofa.gov.example). Cannot be changed later.")
     public_baseurl: str | None = _f(None, "The URL clients use to reach this server; advertised in /.well-known/matrix/client.")
@@ -136,6 +141,7 @@ class Config:
     federation_domain_whitelist: list[str] | None = _f(None, "When set, federate only with these server names.")
     serve_server_wellknown: bool = _f(False, "Serve /.well-known/matrix/server pointing at this server's port 443.")
     extra_well_known_client_content: dict[str, Any] = _f({}, "Extra keys merged into /.well-known/matrix/client.")
+    presence: Presence = _f(Presence(), "Presence (Synapse's shape).")
     user_directory: UserDirectory = _f(UserDirectory(), "The user directory (Synapse's shape).")
     require_auth_for_profile_requests: bool = _f(False, "Require an access token to read profiles.")
     admin_contact: str | None = _f(None, "Contact address shown to users in some errors (e.g. mailto:ict@mofa.gov.example).")

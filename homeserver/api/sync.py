@@ -18,6 +18,9 @@ async def get_sync(request: web.Request) -> web.Response:
     set_presence = request.query.get("set_presence", "online")
     if set_presence not in ("online", "offline", "unavailable"):
         raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
+    # Each sync is a sign of life; set_presence says which (offline means: don't mark me online).
+    if set_presence != "offline":
+        hs.presence.set(requester.user_id, set_presence, keep_status=True)
     req = SyncRequest(
         user_id=requester.user_id, device_id=requester.device_id,
         since=SyncToken.parse(since_raw) if since_raw else None,

@@ -16,6 +16,7 @@ from homeserver.services.client_events import ClientEventFormatter
 from homeserver.services.filters import SyncFilter
 from homeserver.services.notifier import Notifier
 from homeserver.services.tokens_stream import SyncToken, pagination_token
+from homeserver.services.presence import PresenceService
 from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
 from homeserver.services.typing import TypingService
@@ -56,7 +57,9 @@ class SyncService:
     def __init__(
         self, storage: Storage, clock: Clock, notifier: Notifier, formatter: ClientEventFormatter,
         visibility: VisibilityService, typing: TypingService, push_rules: "PushRuleService", push: "PushEvaluator",
+        presence: "PresenceService",
     ) -> None:
+        self.presence = presence
         self.push_rules = push_rules
         self.push = push
         self.storage = storage
@@ -70,6 +73,7 @@ class SyncService:
         return SyncToken(
             events=await current_id(self.storage.db, "events_stream"),
             typing=self.typing.serial,
+            presence=self.presence.serial,
             receipts=await current_id(self.storage.db, "receipts"),
             account_data=await current_id(self.storage.db, "account_data"),
         )
@@ -149,7 +153,7 @@ class SyncService:
             "next_batch": upto.encode(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": [{"type": t, "content": c} for t, c in account_data.get("", {}).items()]},
-            "presence": {"events": []},
+            "presence": {"events": await self._presence(req.user_id, since, upto)},
             "to_device": {"events": []},
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
@@ -251,6 +255,14 @@ class SyncService:
             "summary": await self._summary(room_id, req.user_id),
         }
 
+    async def _presence(self, user_id: str, since: SyncToken | None, upto: SyncToken) -> list[dict[str, Any]]:
+        if not self.presence.enabled:
+            return []
+        # A token from before a restart may name a serial this process never reached.
+        after = since.presence if since and since.presence <= upto.presence else 0
+        audience = await self.storage.events.users_sharing_rooms(user_id) | {user_id}
+        return self.presence.changed_since(audience, after)
+
     def _ephemeral(self, room_id: str, user_id: str, extras: "ExtraRoomData") -> list[dict[str, Any]]:
         out = []
         if room_id in extras.typing_rooms:
@@ -300,4 +312,5 @@ class SyncService:
 
 def _is_empty(result: dict[str, Any]) -> bool:
     rooms = result["rooms"]
-    return not any(rooms[k] for k in ("join", "invite", "leave", "knock"))
+    return not any(rooms[k] for k in ("join", "invite", "leave", "knock")) and not result["presence"]["events"] \
+        and not result["account_data"]["events"]
