@@ -38,6 +38,7 @@ from homeserver.services.room_creation import RoomCreationService
 from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.rooms import RoomService
 from homeserver.services.search import SearchService
+from homeserver.services.spaces import SpaceService
 from homeserver.services.presence import PresenceService
 from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
@@ -96,6 +97,7 @@ class HomeServer:
     room_upgrade: RoomUpgradeService
     search: SearchService
     presence: PresenceService
+    spaces: SpaceService
     user_data: UserDataService
 
     @classmethod
@@ -116,6 +118,7 @@ class HomeServer:
         typing = TypingService(clock, notifier)
         push_rules = PushRuleService(storage, notifier)
         presence = PresenceService(clock, notifier, config.presence.enabled)
+        directory = DirectoryService(storage, config.server_name)
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
         creator.listeners.append(push.on_event)
         return cls(
@@ -130,7 +133,7 @@ class HomeServer:
             sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence),
             presence=presence,
             typing=typing, user_data=UserDataService(storage, clock, notifier),
-            push_rules=push_rules, push=push, directory=DirectoryService(storage, config.server_name),
+            push_rules=push_rules, push=push, directory=directory, spaces=SpaceService(storage, directory),
             room_upgrade=RoomUpgradeService(storage, creator),
             search=SearchService(storage, formatter, visibility),
             streams=StreamPositions(storage),

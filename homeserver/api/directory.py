@@ -57,9 +57,23 @@ async def post_public_rooms(request: web.Request) -> web.Response:
     return json_response(await hs.directory.public_rooms(limit=limit, since=since, search=term))
 
 
+async def get_hierarchy(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    suggested = request.query.get("suggested_only", "false")
+    if suggested not in ("true", "false"):
+        raise MatrixError(400, "M_INVALID_PARAM", "suggested_only must be true or false")
+    return json_response(await hs.spaces.hierarchy(
+        requester.user_id, request.match_info["room_id"], suggested_only=suggested == "true",
+        limit=query_int(request, "limit", None, minimum=1), max_depth=query_int(request, "max_depth", None),
+        start=request.query.get("from"),
+    ))
+
+
 def setup(routes: Routes) -> None:
     c = routes.client
     c("GET", "/directory/list/room/{room_id}", get_visibility)
     c("PUT", "/directory/list/room/{room_id}", put_visibility)
     c("GET", "/publicRooms", get_public_rooms)
     c("POST", "/publicRooms", post_public_rooms)
+    c("GET", "/rooms/{room_id}/hierarchy", get_hierarchy, versions=("v1",))
