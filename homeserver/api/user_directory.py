@@ -31,7 +31,14 @@ async def search(request: web.Request) -> web.Response:
                             | await hs.storage.events.users_in_public_rooms())
     limit = min(limit, MAX_LIMIT)
     rows = await hs.storage.users.search_directory(term.strip(), candidates, limit + 1)
-    results = [{"user_id": u, "display_name": d, "avatar_url": a} for u, d, a in rows[:limit]]
+    results = []
+    for u, d, a in rows[:limit]:
+        entry = {"user_id": u}
+        if d is not None:
+            entry["display_name"] = d
+        if a:
+            entry["avatar_url"] = a
+        results.append(entry)
     return json_response({"results": results, "limited": len(rows) > limit})
 
 

@@ -12,10 +12,12 @@ MAX_DEVICE_NAME_LEN = 512
 
 
 def device_json(d: DeviceRecord) -> dict[str, Any]:
-    return {
-        "device_id": d.device_id, "display_name": d.display_name,
-        "last_seen_ip": d.last_seen_ip, "last_seen_ts": d.last_seen_ts,
-    }
+    """The spec leaves unknown fields out rather than sending nulls."""
+    out: dict[str, Any] = {"device_id": d.device_id}
+    for key, value in (("display_name", d.display_name), ("last_seen_ip", d.last_seen_ip), ("last_seen_ts", d.last_seen_ts)):
+        if value is not None:
+            out[key] = value
+    return out
 
 
 class DeviceService:

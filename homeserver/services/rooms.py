@@ -167,7 +167,11 @@ class RoomService:
         for ev in (await self.storage.events.get_events(ids)).values():
             c = ev.pdu["content"]
             if c.get("membership") == "join":
-                out[ev.state_key or ""] = {"display_name": c.get("displayname"), "avatar_url": c.get("avatar_url")}
+                entry = {}
+                for key, field in (("display_name", "displayname"), ("avatar_url", "avatar_url")):
+                    if isinstance(c.get(field), str):
+                        entry[key] = c[field]
+                out[ev.state_key or ""] = entry
         return out
 
     async def joined_rooms(self, user_id: str) -> list[str]:

@@ -18,7 +18,8 @@ async def test_list_get_rename(server: RunningServer) -> None:
     token, _, _ = await _two_devices(server)
     r = await server.http.get("/_matrix/client/v3/devices", token=token)
     assert r.status == 200
-    assert [(d["device_id"], d["display_name"]) for d in r.body["devices"]] == [("AAA", "Desk"), ("BBB", None)]
+    assert [(d["device_id"], d.get("display_name")) for d in r.body["devices"]] == [("AAA", "Desk"), ("BBB", None)]
+    assert "display_name" not in r.body["devices"][1]  # absent, not null, as the spec says
     r = await server.http.get("/_matrix/client/r0/devices/AAA", token=token)
     assert r.status == 200 and r.body["device_id"] == "AAA" and r.body["last_seen_ip"] == "127.0.0.1"
     r = await server.http.put("/_matrix/client/v3/devices/BBB", {"display_name": "Phone"}, token=token)

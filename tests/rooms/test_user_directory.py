@@ -23,7 +23,7 @@ async def test_default_scope(server: RunningServer) -> None:
     assert {x["user_id"] for x in r.body["results"]} == {bob, carol}
     await server.http.put(f"{C}/profile/{bob}/displayname", {"displayname": "Bilal Ahmed"}, token=tb)
     r = await server.http.post(SEARCH, {"search_term": "bilal"}, token=ta)
-    assert r.body["results"] == [{"user_id": bob, "display_name": "Bilal Ahmed", "avatar_url": None}]
+    assert r.body["results"] == [{"user_id": bob, "display_name": "Bilal Ahmed"}]
     r = await server.http.post(SEARCH, {"search_term": "khan", "limit": 1}, token=ta)
     assert len(r.body["results"]) == 1 and r.body["limited"] is True
     for body in ({}, {"search_term": 5}, {"search_term": "x", "limit": "5"}):
