@@ -45,7 +45,21 @@ async def post_deactivate(request: web.Request) -> web.Response:
     return json_response({"id_server_unbind_result": "no-support"})
 
 
+async def get_3pids(request: web.Request) -> web.Response:
+    """Qasid keeps no third-party identifiers (accounts come from registration tokens): always empty."""
+    await hs_of(request).requester(request)
+    return json_response({"threepids": []})
+
+
+async def get_protocols(request: web.Request) -> web.Response:
+    """No bridges expose third-party protocols yet (application services are step 8)."""
+    await hs_of(request).requester(request)
+    return json_response({})
+
+
 def setup(routes: Routes) -> None:
     routes.client("GET", "/account/whoami", get_whoami)
     routes.client("POST", "/account/password", post_password)
     routes.client("POST", "/account/deactivate", post_deactivate)
+    routes.client("GET", "/account/3pid", get_3pids)
+    routes.client("GET", "/thirdparty/protocols", get_protocols)

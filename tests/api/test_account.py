@@ -97,3 +97,10 @@ async def test_deactivate_bad_input(server: RunningServer) -> None:
     r = await server.http.post("/_matrix/client/v3/account/deactivate", {"auth": _pw_auth("alice", "nope")}, token=token)
     assert r.status == 401 and r.body["errcode"] == "M_FORBIDDEN"
     assert (await server.http.get(WHOAMI, token=token)).status == 200
+
+
+async def test_3pids_and_protocols_are_empty(server: RunningServer) -> None:
+    _, token, _ = await server.login_user("alice")
+    assert (await server.http.get("/_matrix/client/v3/account/3pid", token=token)).body == {"threepids": []}
+    assert (await server.http.get("/_matrix/client/v3/thirdparty/protocols", token=token)).body == {}
+    assert (await server.http.get("/_matrix/client/v3/account/3pid")).status == 401

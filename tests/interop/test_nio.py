@@ -70,6 +70,25 @@ async def test_nio_room_chat(server: RunningServer, tmp_path) -> None:
         msgs = await b.room_messages(created.room_id, start=resp.next_batch, limit=50)
         assert isinstance(msgs, nio.RoomMessagesResponse)
         assert "file 42 approved" in [getattr(e, "body", None) for e in msgs.chunk]
+        # Full-text search through nio's raw request path (nio has no search helper).
+        found = await b.send("POST", "/_matrix/client/v3/search?access_token=" + b.access_token, nio.Api.to_json(
+            {"search_categories": {"room_events": {"search_term": "approved"}}}))
+        results = (await found.json())["search_categories"]["room_events"]["results"]
+        assert [r["result"]["content"]["body"] for r in results] == ["file 42 approved"]
+        # Room upgrade: nio follows the tombstone and joins the replacement.
+        up = await a.send("POST", f"/_matrix/client/v3/rooms/{created.room_id}/upgrade?access_token={a.access_token}",
+                          nio.Api.to_json({"new_version": "12"}))
+        new_room = (await up.json())["replacement_room"]
+        await b.sync(timeout=0)
+        tomb = await b.room_get_state_event(created.room_id, "m.room.tombstone")
+        assert isinstance(tomb, nio.RoomGetStateEventResponse) and tomb.content["replacement_room"] == new_room
+        # The room was invite-only, so the replacement is too: members are invited across, as Element does.
+        assert isinstance(await b.join(new_room), nio.JoinError)
+        assert isinstance(await a.room_invite(new_room, bob), nio.RoomInviteResponse)
+        assert isinstance(await b.join(new_room), nio.JoinResponse)
+        await b.sync(timeout=0)
+        sent = await b.room_send(new_room, "m.room.message", {"msgtype": "m.text", "body": "continuing here"})
+        assert isinstance(sent, nio.RoomSendResponse), sent
     finally:
         await a.close()
         await b.close()
