@@ -56,12 +56,17 @@ async def knock(request: web.Request) -> web.Response:
     return json_response({"room_id": room_id})
 
 
-async def invite(request: web.Request) -> web.Response:
-    hs = hs_of(request)
-    requester = await hs.requester(request)
-    body = await read_json(request)
-    await hs.membership.invite(requester.user_id, _room_id(request), _target(body), reason=body.get("reason"))
-    return json_response({})
+def _targeted(action: str) -> Any:
+    """invite/kick/ban/unban: the same request shape, a different membership service call."""
+
+    async def handler(request: web.Request) -> web.Response:
+        hs = hs_of(request)
+        requester = await hs.requester(request)
+        body = await read_json(request)
+        await getattr(hs.membership, action)(requester.user_id, _room_id(request), _target(body), reason=body.get("reason"))
+        return json_response({})
+
+    return handler
 
 
 async def leave(request: web.Request) -> web.Response:
@@ -69,30 +74,6 @@ async def leave(request: web.Request) -> web.Response:
     requester = await hs.requester(request)
     body = await read_json(request, allow_empty=True)
     await hs.membership.leave(requester.user_id, _room_id(request), reason=body.get("reason"))
-    return json_response({})
-
-
-async def kick(request: web.Request) -> web.Response:
-    hs = hs_of(request)
-    requester = await hs.requester(request)
-    body = await read_json(request)
-    await hs.membership.kick(requester.user_id, _room_id(request), _target(body), reason=body.get("reason"))
-    return json_response({})
-
-
-async def ban(request: web.Request) -> web.Response:
-    hs = hs_of(request)
-    requester = await hs.requester(request)
-    body = await read_json(request)
-    await hs.membership.ban(requester.user_id, _room_id(request), _target(body), reason=body.get("reason"))
-    return json_response({})
-
-
-async def unban(request: web.Request) -> web.Response:
-    hs = hs_of(request)
-    requester = await hs.requester(request)
-    body = await read_json(request)
-    await hs.membership.unban(requester.user_id, _room_id(request), _target(body), reason=body.get("reason"))
     return json_response({})
 
 
@@ -316,11 +297,11 @@ def setup(routes: Routes) -> None:
     c("POST", "/join/{room_id_or_alias}", join)
     c("POST", "/rooms/{room_id}/join", join)
     c("POST", "/knock/{room_id_or_alias}", knock)
-    c("POST", "/rooms/{room_id}/invite", invite)
+    c("POST", "/rooms/{room_id}/invite", _targeted("invite"))
     c("POST", "/rooms/{room_id}/leave", leave)
-    c("POST", "/rooms/{room_id}/kick", kick)
-    c("POST", "/rooms/{room_id}/ban", ban)
-    c("POST", "/rooms/{room_id}/unban", unban)
+    c("POST", "/rooms/{room_id}/kick", _targeted("kick"))
+    c("POST", "/rooms/{room_id}/ban", _targeted("ban"))
+    c("POST", "/rooms/{room_id}/unban", _targeted("unban"))
     c("POST", "/rooms/{room_id}/forget", forget)
     c("PUT", "/rooms/{room_id}/send/{event_type}/{txn_id}", send)
     c("PUT", "/rooms/{room_id}/state/{event_type}", put_state)

@@ -30,10 +30,9 @@ class DirectoryService:
         if room is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         # As in Synapse: publishing a room needs the power to set its canonical alias.
-        state = await self.storage.events.get_current_state_ids(room_id)
-        keys = [k for k in (("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", user_id)) if k in state]
-        events = await self.storage.events.get_events([state[k] for k in keys])
-        auth = {k: events[state[k]].pdu for k in keys if state[k] in events}
+        auth = await self.storage.events.current_state_pdus(
+            room_id, [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", user_id)]
+        )
         member = auth.get(("m.room.member", user_id), {}).get("content", {}).get("membership")
         rv = get_room_version(room.room_version)
         probe = {"type": "m.room.canonical_alias", "state_key": "", "sender": user_id}

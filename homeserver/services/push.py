@@ -32,10 +32,7 @@ class PushEvaluator:
         if not recipients:
             return
         room = await self.storage.events.get_room(room_id)
-        state = await self.storage.events.get_current_state_ids(room_id)
-        keys = [k for k in (("m.room.create", ""), ("m.room.power_levels", "")) if k in state]
-        auth_events = await self.storage.events.get_events([state[k] for k in keys])
-        auth = {k: auth_events[state[k]].pdu for k in keys if state[k] in auth_events}
+        auth = await self.storage.events.current_state_pdus(room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
         rv = get_room_version(room.room_version if room else "12")
         pl_content = auth.get(("m.room.power_levels", ""), {}).get("content", {})
         notification_levels = pl_content.get("notifications") if isinstance(pl_content.get("notifications"), dict) else {}

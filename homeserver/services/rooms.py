@@ -116,10 +116,7 @@ class RoomService:
             raise MatrixError(404, "M_NOT_FOUND", "Event not found")
         if target.sender == user_id:
             return
-        state = await self.storage.events.get_current_state_ids(room_id)
-        keys = [k for k in (("m.room.create", ""), ("m.room.power_levels", "")) if k in state]
-        events = await self.storage.events.get_events([state[k] for k in keys])
-        auth = {k: events[state[k]].pdu for k in keys if state[k] in events}
+        auth = await self.storage.events.current_state_pdus(room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
         pl = auth.get(("m.room.power_levels", ""), {}).get("content", {})
         needed = pl.get("redact", 50) if isinstance(pl.get("redact", 50), int) else 50
         if user_power_level(user_id, auth, rv) < needed:

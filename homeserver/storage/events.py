@@ -285,6 +285,13 @@ class EventStore:
         )
         return {(r[0], r[1]): r[2] for r in rows}
 
+    async def current_state_pdus(self, room_id: str, keys: Iterable[StateKey]) -> dict[StateKey, dict[str, Any]]:
+        """The current state events for ``keys`` (those that exist), keyed like auth events are."""
+        state = await self.get_current_state_ids(room_id)
+        wanted = {k: state[k] for k in keys if k in state}
+        events = await self.get_events(wanted.values())
+        return {k: events[v].pdu for k, v in wanted.items() if v in events}
+
     async def get_current_state_event_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
         return await self.db.fetchval(
             "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
