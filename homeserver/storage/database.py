@@ -57,6 +57,11 @@ class Database(Connection):
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+def placeholders(count: int, start: int = 1) -> str:
+    """``$start, …`` for an ``IN (…)`` list of ``count`` parameters."""
+    return ", ".join(f"${i}" for i in range(start, start + count))
+
+
 def to_sqlite_placeholders(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping
 
 import orjson
 
-from homeserver.storage.database import Connection, Database
+from homeserver.storage.database import Connection, Database, placeholders
 from homeserver.storage.sequences import next_id
 from homeserver.storage.state import StateKey, StateMap
 
@@ -134,7 +134,7 @@ class EventStore:
         db = conn or self.db
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
-            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+            marks = placeholders(len(chunk))
             for r in await db.fetch(f"SELECT {_EV_COLS} FROM events WHERE event_id IN ({marks})", *chunk):
                 ev = _stored(r)
                 out[ev.event_id] = ev
@@ -201,7 +201,7 @@ class EventStore:
         changed: set[str] = set()
         for start in range(0, len(room_ids), 500):
             chunk = room_ids[start:start + 500]
-            marks = ", ".join(f"${i}" for i in range(3, len(chunk) + 3))
+            marks = placeholders(len(chunk), 3)
             rows = await self.db.fetch(
                 "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2"
                 f" AND room_id IN ({marks})",
@@ -274,7 +274,7 @@ class EventStore:
     async def max_depth(self, event_ids: list[str], conn: Connection | None = None) -> int:
         if not event_ids:
             return 0
-        marks = ", ".join(f"${i}" for i in range(1, len(event_ids) + 1))
+        marks = placeholders(len(event_ids))
         return int(await (conn or self.db).fetchval(f"SELECT MAX(depth) FROM events WHERE event_id IN ({marks})", *event_ids) or 0)
 
     # --- current state -----------------------------------------------------------------------
@@ -314,7 +314,7 @@ class EventStore:
 
     async def rooms_for_user(self, user_id: str, memberships: tuple[str, ...] = ("join",)) -> dict[str, str]:
         """room_id -> membership for the user's current memberships among ``memberships``."""
-        marks = ", ".join(f"${i}" for i in range(2, len(memberships) + 2))
+        marks = placeholders(len(memberships), 2)
         rows = await self.db.fetch(
             "SELECT room_id, membership FROM current_state WHERE type = 'm.room.member' AND state_key = $1"
             f" AND membership IN ({marks})",
@@ -339,7 +339,7 @@ class EventStore:
         return {r[0] for r in rows}
 
     async def members(self, room_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
-        marks = ", ".join(f"${i}" for i in range(2, len(memberships) + 2))
+        marks = placeholders(len(memberships), 2)
         rows = await self.db.fetch(
             "SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member'"
             f" AND membership IN ({marks}) ORDER BY state_key",

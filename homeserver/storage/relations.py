@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from homeserver.storage.database import Connection, Database
+from homeserver.storage.database import Connection, Database, placeholders
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class RelationStore:
         out: list[Relation] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+            marks = placeholders(len(chunk))
             rows = await self.db.fetch(
                 f"SELECT {_COLS} FROM event_relations WHERE relates_to_id IN ({marks}) AND rel_type IN"
                 " ('m.replace', 'm.thread', 'm.reference')", *chunk,

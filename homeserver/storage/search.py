@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from homeserver.storage.database import Connection, Database
+from homeserver.storage.database import Connection, Database, placeholders
 
 # What is indexed, per event type: the key clients name in /search and where its text lives.
 SEARCHABLE = {"m.room.message": "content.body", "m.room.name": "content.name", "m.room.topic": "content.topic"}
@@ -51,9 +51,9 @@ class SearchStore:
         words = search_words(term)
         if not words or not room_ids or not keys:
             return [], 0
-        rmarks = ", ".join(f"${i}" for i in range(2, len(room_ids) + 2))
+        rmarks = placeholders(len(room_ids), 2)
         kstart = len(room_ids) + 2
-        kmarks = ", ".join(f"${i}" for i in range(kstart, kstart + len(keys)))
+        kmarks = placeholders(len(keys), kstart)
         if self.db.engine == "sqlite":
             # Every word must match; a word also matches as a prefix (so "budg" finds "budget").
             query = " AND ".join(f'"{w}"*' for w in words)

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from homeserver.storage.database import Database
+from homeserver.storage.database import Database, placeholders
 from homeserver.storage.sequences import next_id
 
 
@@ -78,7 +78,7 @@ class UserDataStore:
         out: list[Receipt] = []
         for start in range(0, len(room_ids), 500):
             chunk = room_ids[start:start + 500]
-            marks = ", ".join(f"${i}" for i in range(3, len(chunk) + 3))
+            marks = placeholders(len(chunk), 3)
             rows = await self.db.fetch(
                 "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts"
                 f" WHERE stream_id > $1 AND stream_id <= $2 AND room_id IN ({marks})",

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from homeserver.storage.database import Connection, Database
+from homeserver.storage.database import Connection, Database, placeholders
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class UserStore:
         if candidates is not None:
             if not candidates:
                 return []
-            marks = ", ".join(f"${i}" for i in range(2, len(candidates) + 2))
+            marks = placeholders(len(candidates), 2)
             where += f" AND u.user_id IN ({marks})"
             args += candidates
         rows = await self.db.fetch(
@@ -160,7 +160,7 @@ class UserStore:
         out: dict[str, dict[str, Any]] = {u: {} for u in user_ids}
         for start in range(0, len(user_ids), 500):
             chunk = user_ids[start:start + 500]
-            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+            marks = placeholders(len(chunk))
             for r in await self.db.fetch(
                 f"SELECT user_id, field, value FROM profile_fields WHERE user_id IN ({marks})", *chunk
             ):
