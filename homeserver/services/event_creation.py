@@ -103,10 +103,10 @@ class EventCreator:
         *, device_id: str | None = None, txn_id: str | None = None, extra: Mapping[str, Any] | None = None,
     ) -> NewEvent:
         """Build, sign, auth-check and persist one local event. Raises 403 M_FORBIDDEN if the rules refuse it."""
-        room = await self.storage.events.get_room(room_id)
-        if room is None:
+        version = await self.storage.events.get_room_version(room_id)
+        if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
-        rv = get_room_version(room.room_version)
+        rv = get_room_version(version)
         async with self.room_lock(room_id):
             snapshot = await self.storage.events.get_current_snapshot(room_id)
             state = await self.state.get_state(snapshot) if snapshot is not None else {}

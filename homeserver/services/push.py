@@ -31,9 +31,9 @@ class PushEvaluator:
         recipients = [u for u in members if u != pdu["sender"] and u.endswith(":" + self.server_name)]
         if not recipients:
             return
-        room = await self.storage.events.get_room(room_id)
+        version = await self.storage.events.get_room_version(room_id)
         auth = await self.storage.events.current_state_pdus(room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
-        rv = get_room_version(room.room_version if room else "12")
+        rv = get_room_version(version or "12")
         pl_content = auth.get(("m.room.power_levels", ""), {}).get("content", {})
         notification_levels = pl_content.get("notifications") if isinstance(pl_content.get("notifications"), dict) else {}
         sender_power = user_power_level(pdu["sender"], auth, rv)

@@ -70,6 +70,7 @@ class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._room_versions: dict[str, str] = {}
 
     # --- rooms -------------------------------------------------------------------------------
 
@@ -90,6 +91,15 @@ class EventStore:
 
     async def set_public(self, room_id: str, public: bool) -> None:
         await self.db.execute("UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, int(public))
+
+    async def get_room_version(self, room_id: str) -> str | None:
+        """A room's version never changes, so it is remembered after the first read."""
+        cached = self._room_versions.get(room_id)
+        if cached is None:
+            cached = await self.db.fetchval("SELECT room_version FROM rooms WHERE room_id = $1", room_id)
+            if cached is not None:
+                self._room_versions[room_id] = cached
+        return cached
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
         r = await self.db.fetchrow(
@@ -113,14 +123,16 @@ class EventStore:
             pdu.get("state_key"), pdu["sender"], int(pdu.get("origin_server_ts", 0)), orjson.dumps(pdu).decode(),
             rejected, int(soft_failed), int(outlier), state_after, device_id, txn_id, replaces_state,
         )
-        await conn.executemany(
-            "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            [(event_id, p) for p in pdu.get("prev_events", [])],
-        )
-        await conn.executemany(
-            "INSERT INTO event_auth (event_id, auth_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            [(event_id, a) for a in pdu.get("auth_events", [])],
-        )
+        edges = [(event_id, p) for p in pdu.get("prev_events", [])]
+        if edges:
+            await conn.executemany(
+                "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", edges
+            )
+        auth = [(event_id, a) for a in pdu.get("auth_events", [])]
+        if auth:
+            await conn.executemany(
+                "INSERT INTO event_auth (event_id, auth_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", auth
+            )
 
     async def get_events(self, event_ids: Iterable[str], conn: Connection | None = None) -> dict[str, StoredEvent]:
         out: dict[str, StoredEvent] = {}
@@ -287,8 +299,11 @@ class EventStore:
 
     async def current_state_pdus(self, room_id: str, keys: Iterable[StateKey]) -> dict[StateKey, dict[str, Any]]:
         """The current state events for ``keys`` (those that exist), keyed like auth events are."""
-        state = await self.get_current_state_ids(room_id)
-        wanted = {k: state[k] for k in keys if k in state}
+        wanted = {}
+        for k in keys:
+            eid = await self.get_current_state_event_id(room_id, k[0], k[1])
+            if eid is not None:
+                wanted[k] = eid
         events = await self.get_events(wanted.values())
         return {k: events[v].pdu for k, v in wanted.items() if v in events}
 
