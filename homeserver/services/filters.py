@@ -31,6 +31,7 @@ class EventFilter:
     senders: list[str] | None = None
     not_senders: list[str] = field(default_factory=list)
     limit: int | None = None
+    unread_thread_notifications: bool = False
 
     @classmethod
     def parse(cls, obj: Any, where: str) -> "EventFilter":
@@ -41,10 +42,13 @@ class EventFilter:
         limit = obj.get("limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise MatrixError(400, "M_BAD_JSON", f"{where}.limit must be a non-negative integer")
+        threaded = obj.get("unread_thread_notifications", False)
+        if not isinstance(threaded, bool):
+            raise MatrixError(400, "M_BAD_JSON", f"{where}.unread_thread_notifications must be a boolean")
         return cls(
             types=_str_list(obj, "types", where), not_types=_str_list(obj, "not_types", where) or [],
             senders=_str_list(obj, "senders", where), not_senders=_str_list(obj, "not_senders", where) or [],
-            limit=limit,
+            limit=limit, unread_thread_notifications=threaded,
         )
 
     def allows(self, event_type: str, sender: str) -> bool:

@@ -44,18 +44,57 @@ class PushEvaluator:
         event = {**pdu, "room_id": room_id}
         rows = []
         now = self.clock.time_ms()
+        thread_id: str | None = None
         for user in recipients:
             actions = evaluate(await self.rules.ruleset(user), event, ctx)
             notify, highlight = notifies(actions)
             if notify:
-                rows.append(PushAction(user, room_id, new.stream_ordering, new.event_id, actions, highlight, now))
+                if thread_id is None:
+                    thread_id = await self._thread_of(pdu)
+                rows.append(PushAction(user, room_id, new.stream_ordering, new.event_id, actions, highlight, now, thread_id))
         await self.storage.push_actions.add(rows)
 
-    async def unread_counts(self, user_id: str, room_id: str) -> dict[str, int]:
-        """Notifications after the user's read receipt (or their own latest message, which implies reading)."""
-        read_upto = await self._read_position(user_id, room_id)
-        notifications, highlights = await self.storage.push_actions.counts(user_id, room_id, read_upto)
-        return {"notification_count": notifications, "highlight_count": highlights}
+    async def _thread_of(self, pdu: dict[str, Any]) -> str:
+        """'main', or the root of the thread the event belongs to (an edit or reaction joins its target's thread)."""
+        rel = pdu.get("content", {}).get("m.relates_to")
+        if not isinstance(rel, dict) or not isinstance(rel.get("event_id"), str):
+            return "main"
+        if rel.get("rel_type") == "m.thread":
+            return rel["event_id"]
+        return await self.storage.relations.thread_of(rel["event_id"]) or "main"
+
+    async def unread_counts(self, user_id: str, room_id: str, *, threaded: bool = False) -> dict[str, Any]:
+        """Notification counts after the user's read receipts (their own latest message also implies reading).
+
+        An unthreaded receipt marks everything before it read; a threaded one (``main`` or a thread root)
+        only its own thread. With ``threaded`` (the client's ``unread_thread_notifications`` filter) the
+        room's counts cover the main timeline and each thread is counted apart, as the spec says; without
+        it the room's counts cover all threads. Threads with unread notifications come back under
+        ``threads`` (the sync service moves them to ``unread_thread_notifications``).
+        """
+        base = await self.storage.events.last_sent_by(room_id, user_id) or 0
+        per_thread: dict[str, int] = {}
+        for receipt in await self.storage.user_data.read_receipts(room_id, user_id):
+            ev = await self.storage.events.get_event(receipt.event_id)
+            if ev is None or ev.room_id != room_id:
+                continue
+            if receipt.thread_id == "":
+                base = max(base, ev.stream_ordering)
+            else:
+                per_thread[receipt.thread_id] = max(per_thread.get(receipt.thread_id, 0), ev.stream_ordering)
+        counts = await self.storage.push_actions.counts_by_thread(user_id, room_id, base)
+        for thread, position in per_thread.items():
+            if position > base and thread in counts:
+                counts[thread] = await self.storage.push_actions.counts_in_thread(user_id, room_id, thread, position)
+        counts = {t: c for t, c in counts.items() if c[0] or c[1]}
+        if not threaded:
+            total = (sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values()))
+            return {"notification_count": total[0], "highlight_count": total[1]}
+        main = counts.pop("main", (0, 0))
+        out: dict[str, Any] = {"notification_count": main[0], "highlight_count": main[1]}
+        if counts:
+            out["threads"] = {t: {"notification_count": n, "highlight_count": h} for t, (n, h) in sorted(counts.items())}
+        return out
 
     async def _read_position(self, user_id: str, room_id: str) -> int:
         positions = [await self.storage.events.last_sent_by(room_id, user_id) or 0]

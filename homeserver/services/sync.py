@@ -243,7 +243,9 @@ class SyncService:
             state = await self._state_section(req, room_id, timeline, start_state, since_state)
         else:
             state = []
-        return {
+        unread = await self.push.unread_counts(req.user_id, room_id, threaded=req.filter.timeline.unread_thread_notifications)
+        threads = unread.pop("threads", None)
+        room: dict[str, Any] = {
             "timeline": {
                 "events": await self.formatter.format(timeline, user_id=req.user_id, device_id=req.device_id, include_room_id=False),
                 "limited": limited, "prev_batch": prev_batch,
@@ -251,9 +253,12 @@ class SyncService:
             "state": {"events": state},
             "ephemeral": {"events": self._ephemeral(room_id, req.user_id, extras)},
             "account_data": {"events": [{"type": t, "content": c} for t, c in extras.account_data.get(room_id, {}).items()]},
-            "unread_notifications": await self.push.unread_counts(req.user_id, room_id),
+            "unread_notifications": unread,
             "summary": await self._summary(room_id, req.user_id),
         }
+        if threads:
+            room["unread_thread_notifications"] = threads
+        return room
 
     async def _presence(self, user_id: str, since: SyncToken | None, upto: SyncToken) -> list[dict[str, Any]]:
         if not self.presence.enabled:
@@ -281,7 +286,9 @@ class SyncService:
         timeline, limited = await self._timeline(req, room_id, after, leave_event.stream_ordering, joined=False)
         start_state = await self._state_before(timeline[0]) if timeline else await self._state_before(leave_event)
         state = await self._state_section(req, room_id, timeline, start_state, None)
-        return {
+        unread = await self.push.unread_counts(req.user_id, room_id, threaded=req.filter.timeline.unread_thread_notifications)
+        threads = unread.pop("threads", None)
+        room: dict[str, Any] = {
             "timeline": {
                 "events": await self.formatter.format(timeline, user_id=req.user_id, device_id=req.device_id, include_room_id=False),
                 "limited": limited,

@@ -119,6 +119,7 @@ class PushAction:
     actions: list[Any]
     highlight: bool
     ts: int
+    thread_id: str = "main"
 
 
 class PushActionStore:
@@ -128,17 +129,27 @@ class PushActionStore:
     async def add(self, rows: list[PushAction]) -> None:
         if rows:
             await self.db.executemany(
-                "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, actions, highlight, ts)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                [(r.user_id, r.room_id, r.stream_ordering, r.event_id, orjson.dumps(r.actions).decode(), int(r.highlight), r.ts)
+                "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, actions, highlight, ts, thread_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                [(r.user_id, r.room_id, r.stream_ordering, r.event_id, orjson.dumps(r.actions).decode(), int(r.highlight), r.ts,
+                  r.thread_id)
                  for r in rows],
             )
 
-    async def counts(self, user_id: str, room_id: str, after: int) -> tuple[int, int]:
+    async def counts_by_thread(self, user_id: str, room_id: str, after: int) -> dict[str, tuple[int, int]]:
+        """(notifications, highlights) after a stream position, per thread ('main' for the main timeline)."""
+        rows = await self.db.fetch(
+            "SELECT thread_id, COUNT(*), COALESCE(SUM(highlight), 0) FROM event_push_actions"
+            " WHERE user_id = $1 AND room_id = $2 AND stream_ordering > $3 GROUP BY thread_id",
+            user_id, room_id, after,
+        )
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+    async def counts_in_thread(self, user_id: str, room_id: str, thread_id: str, after: int) -> tuple[int, int]:
         row = await self.db.fetchrow(
             "SELECT COUNT(*), COALESCE(SUM(highlight), 0) FROM event_push_actions"
-            " WHERE user_id = $1 AND room_id = $2 AND stream_ordering > $3",
-            user_id, room_id, after,
+            " WHERE user_id = $1 AND room_id = $2 AND thread_id = $3 AND stream_ordering > $4",
+            user_id, room_id, thread_id, after,
         )
         return int(row[0]), int(row[1])
 

@@ -49,6 +49,12 @@ class RelationStore:
             int(pdu.get("origin_server_ts", 0)),
         )
 
+    async def thread_of(self, event_id: str) -> str | None:
+        """The root of the thread ``event_id`` is in, if it was sent into one."""
+        return await self.db.fetchval(
+            "SELECT relates_to_id FROM event_relations WHERE event_id = $1 AND rel_type = 'm.thread'", event_id
+        )
+
     async def remove(self, conn: Connection, event_id: str) -> None:
         """A redacted event loses its content, and with it its relation."""
         await conn.execute("DELETE FROM event_relations WHERE event_id = $1", event_id)

@@ -87,6 +87,15 @@ class UserDataStore:
             out += [Receipt(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
         return out
 
+    async def read_receipts(self, room_id: str, user_id: str) -> list[Receipt]:
+        """A user's public and private read receipts in a room, in every thread."""
+        rows = await self.db.fetch(
+            "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts"
+            " WHERE room_id = $1 AND user_id = $2 AND receipt_type IN ('m.read', 'm.read.private')",
+            room_id, user_id,
+        )
+        return [Receipt(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+
     async def get_receipt(self, room_id: str, receipt_type: str, user_id: str, thread_id: str = "") -> Receipt | None:
         r = await self.db.fetchrow(
             "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts"

@@ -56,3 +56,46 @@ async def test_notifications_endpoint(server: RunningServer) -> None:
     r = await server.http.get(f"{C}/notifications", token=tb, params={"only": "highlight"})
     assert [n["event"]["event_id"] for n in r.body["notifications"]] == [hl]
     assert (await server.http.get(f"{C}/notifications", token=tb, params={"from": "x"})).status == 400
+
+
+async def test_threaded_unread_counts_follow_threaded_receipts(server: RunningServer) -> None:
+    _, ta, _ = await server.login_user("alice")
+    bob, tb, _ = await server.login_user("bob")
+    room = await create_room(server, ta, preset="public_chat")
+    await join(server, tb, room)
+    root = await send_text(server, ta, room, "root")
+    in_thread = {"m.relates_to": {"rel_type": "m.thread", "event_id": root}}
+    t1 = await send_text(server, ta, room, "t1", **in_thread)
+    await send_text(server, ta, room, "t2, bob", **in_thread, **{"m.mentions": {"user_ids": [bob]}})
+    main2 = await send_text(server, ta, room, "main 2")
+    threaded_filter = '{"room":{"timeline":{"unread_thread_notifications":true}}}'
+
+    joined = (await sync(server, tb, filter=threaded_filter))["rooms"]["join"][room]
+    assert joined["unread_notifications"] == {"notification_count": 2, "highlight_count": 0}
+    assert joined["unread_thread_notifications"] == {root: {"notification_count": 2, "highlight_count": 1}}
+    # Without the filter flag, one count covers the whole room.
+    plain = (await sync(server, tb))["rooms"]["join"][room]
+    assert plain["unread_notifications"] == {"notification_count": 4, "highlight_count": 1}
+    assert "unread_thread_notifications" not in plain
+
+    # A receipt in the thread reads only that thread, up to its event.
+    r = await server.http.post(f"{C}/rooms/{room}/receipt/m.read/{t1}", {"thread_id": root}, token=tb)
+    assert r.status == 200, r.body
+    joined = (await sync(server, tb, filter=threaded_filter))["rooms"]["join"][room]
+    assert joined["unread_notifications"]["notification_count"] == 2
+    assert joined["unread_thread_notifications"] == {root: {"notification_count": 1, "highlight_count": 1}}
+    assert (await sync(server, tb))["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 3, "highlight_count": 1}
+    # A main-timeline receipt reads the main timeline and leaves the thread alone.
+    r = await server.http.post(f"{C}/rooms/{room}/receipt/m.read/{main2}", {"thread_id": "main"}, token=tb)
+    assert r.status == 200, r.body
+    joined = (await sync(server, tb, filter=threaded_filter))["rooms"]["join"][room]
+    assert joined["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    assert joined["unread_thread_notifications"][root]["notification_count"] == 1
+    # An unthreaded receipt reads everything before it, threads included.
+    r = await server.http.post(f"{C}/rooms/{room}/receipt/m.read/{main2}", {}, token=tb)
+    assert r.status == 200
+    joined = (await sync(server, tb, filter=threaded_filter))["rooms"]["join"][room]
+    assert joined["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    assert "unread_thread_notifications" not in joined
+    r = await server.http.get(f"{C}/sync", token=tb, params={"filter": '{"room":{"timeline":{"unread_thread_notifications":1}}}'})
+    assert r.status == 400 and r.body["errcode"] == "M_BAD_JSON"
