@@ -36,8 +36,10 @@ $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json $(JS_DIR)/package-lock
 test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Qasid against Synapse on loopback (installs Synapse into bench/.work on first use), then state resolution.
 bench: $(VENV)/.installed-test
-	$(PY) -m bench
+	$(PY) -m bench servers $(BENCH_ARGS)
+	$(PY) -m bench state-res
 
 docs: $(VENV)/.installed
 	$(QASID) config-reference > docs/configuration.md

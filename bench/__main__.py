@@ -1,20 +1,30 @@
-"""`python -m bench [state-res]` — the benchmark entry point used by `make bench`."""
+"""`python -m bench [servers|state-res] [options]` — the benchmark entry point used by `make bench`.
+
+`servers` (the default) runs the same client load against Qasid and Synapse on loopback and compares them;
+`state-res` times state resolution in-process.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from bench import state_res_bench
+BENCHMARKS = ("servers", "state-res")
 
 
 def main() -> None:
     args = sys.argv[1:]
-    which = args[0] if args and not args[0].startswith("-") else "state-res"
+    which = args[0] if args and not args[0].startswith("-") else "servers"
     rest = args[1:] if args and not args[0].startswith("-") else args
-    if which == "state-res":
+    if which == "servers":
+        from bench import servers_bench
+
+        servers_bench.main(rest)
+    elif which == "state-res":
+        from bench import state_res_bench
+
         state_res_bench.main(rest)
     else:
-        sys.exit(f"unknown benchmark {which!r}; available: state-res")
+        sys.exit(f"unknown benchmark {which!r}; available: {', '.join(BENCHMARKS)}")
 
 
 main()

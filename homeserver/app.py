@@ -125,7 +125,7 @@ class HomeServer:
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
             registration=RegistrationService(storage, config, clock, accounts, uia, reg_tokens, ratelimiter),
-            devices=DeviceService(storage), profiles=ProfileService(storage, config.server_name),
+            devices=DeviceService(storage), profiles=ProfileService(storage, config.server_name, creator),
             notifier=notifier, event_creator=creator, membership=membership,
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
             rooms=RoomService(storage, creator, membership, formatter, visibility),

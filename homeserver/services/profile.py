@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from homeserver.errors import MatrixError, forbidden
 from homeserver.storage import Storage
+
+if TYPE_CHECKING:
+    from homeserver.services.event_creation import EventCreator
+
+logger = logging.getLogger(__name__)
 
 MAX_DISPLAYNAME_LEN = 256
 MAX_AVATAR_URL_LEN = 1000
@@ -16,9 +22,10 @@ MAX_KEY_BYTES = 255
 
 
 class ProfileService:
-    def __init__(self, storage: Storage, server_name: str) -> None:
+    def __init__(self, storage: Storage, server_name: str, creator: "EventCreator | None" = None) -> None:
         self.storage = storage
         self.server_name = server_name
+        self.creator = creator
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self.server_name) and user_id.startswith("@")
@@ -55,6 +62,26 @@ class ProfileService:
             raise MatrixError(400, "M_PROFILE_TOO_LARGE", "The profile would exceed 64 KiB")
         async with self.storage.db.transaction() as conn:
             await self.storage.users.set_profile_field(conn, target_user, field, value)
+        if field in ("displayname", "avatar_url"):
+            await self._update_memberships(target_user, field, value)
+
+    async def _update_memberships(self, user_id: str, field: str, value: Any) -> None:
+        """Carry a new display name or avatar into the member event of every joined room, as clients
+        read names from there. A room that refuses the change (power levels) keeps the old one."""
+        if self.creator is None:
+            return
+        for room_id in await self.storage.events.rooms_for_user(user_id, ("join",)):
+            current = await self.storage.events.current_state_pdus(room_id, [("m.room.member", user_id)])
+            old = current.get(("m.room.member", user_id), {}).get("content", {})
+            if old.get("membership") != "join" or old.get(field) == value:
+                continue
+            content = {k: v for k, v in old.items() if k not in (field, "join_authorised_via_users_server")}
+            if value is not None:
+                content[field] = value
+            try:
+                await self.creator.send(room_id, user_id, "m.room.member", content, state_key=user_id)
+            except MatrixError as e:
+                logger.info("profile change not applied in %s: %s", room_id, e.errcode)
 
     async def delete_field(self, requester_user: str, target_user: str, field: str, *, is_admin: bool = False) -> None:
         await self.set_field(requester_user, target_user, field, None, is_admin=is_admin)

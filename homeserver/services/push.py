@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -27,10 +28,11 @@ class PushEvaluator:
         """Record, for each local member but the sender, what their rules say about ``new``."""
         pdu = new.pdu
         room_id = new.room_id
-        members = await self.storage.events.members(room_id, ("join",))
+        members = await self.storage.events.joined_member_events(room_id)
         recipients = [u for u in members if u != pdu["sender"] and u.endswith(":" + self.server_name)]
         if not recipients:
             return
+        member_events = await self.storage.events.get_events([members[u] for u in recipients])
         version = await self.storage.events.get_room_version(room_id)
         auth = await self.storage.events.current_state_pdus(room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
         rv = get_room_version(version or "12")
@@ -46,7 +48,10 @@ class PushEvaluator:
         now = self.clock.time_ms()
         thread_id: str | None = None
         for user in recipients:
-            actions = evaluate(await self.rules.ruleset(user), event, ctx)
+            member = member_events.get(members[user])
+            name = member.pdu["content"].get("displayname") if member is not None else None
+            user_ctx = dataclasses.replace(ctx, display_name=name if isinstance(name, str) and name else None)
+            actions = evaluate(await self.rules.shared_ruleset(user), event, user_ctx)
             notify, highlight = notifies(actions)
             if notify:
                 if thread_id is None:

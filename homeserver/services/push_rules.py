@@ -7,6 +7,7 @@ the server-default ones; kinds in the order override, content, room, sender, und
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -81,13 +82,18 @@ class PushRuleService:
         self._cache: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
     async def ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The user's rules, theirs to change (a copy)."""
+        return copy.deepcopy(await self.shared_ruleset(user_id))
+
+    async def shared_ruleset(self, user_id: str) -> Mapping[str, list[dict[str, Any]]]:
+        """The cached rules themselves, for evaluation on every event: callers must not modify them."""
         cached = self._cache.get(user_id)
         if cached is None:
             cached = await self._load(user_id)
             if len(self._cache) > 50_000:
                 self._cache.clear()
             self._cache[user_id] = cached
-        return copy.deepcopy(cached)
+        return cached
 
     async def _load(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
         defaults = default_rules(user_id)
@@ -187,11 +193,14 @@ class EvalContext:
     display_name: str | None = None
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_parts(key: str) -> tuple[str, ...]:
+    return tuple(part.replace("\\.", ".").replace("\\\\", "\\") for part in re.split(r"(?<!\\)\.", key))
+
+
 def _path(event: Mapping[str, Any], key: str) -> Any:
-    parts = re.split(r"(?<!\\)\.", key)
     value: Any = event
-    for part in parts:
-        part = part.replace("\\.", ".").replace("\\\\", "\\")
+    for part in _key_parts(key):
         if not isinstance(value, dict) or part not in value:
             return _MISSING
         value = value[part]
@@ -201,6 +210,7 @@ def _path(event: Mapping[str, Any], key: str) -> Any:
 _MISSING = object()
 
 
+@functools.lru_cache(maxsize=4096)
 def _glob(pattern: str, *, words: bool) -> re.Pattern[str]:
     body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     if words:

@@ -362,6 +362,15 @@ class EventStore:
         )
         return [r[0] for r in rows]
 
+    async def joined_member_events(self, room_id: str) -> dict[str, str]:
+        """Joined members and the event ID of each one's current membership event."""
+        rows = await self.db.fetch(
+            "SELECT state_key, event_id FROM current_state WHERE room_id = $1 AND type = 'm.room.member'"
+            " AND membership = 'join'",
+            room_id,
+        )
+        return {r[0]: r[1] for r in rows}
+
     # --- transaction IDs ---------------------------------------------------------------------
 
     async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:

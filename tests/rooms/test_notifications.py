@@ -99,3 +99,19 @@ async def test_threaded_unread_counts_follow_threaded_receipts(server: RunningSe
     assert "unread_thread_notifications" not in joined
     r = await server.http.get(f"{C}/sync", token=tb, params={"filter": '{"room":{"timeline":{"unread_thread_notifications":1}}}'})
     assert r.status == 400 and r.body["errcode"] == "M_BAD_JSON"
+
+
+async def test_contains_display_name_condition_uses_the_recipients_name(server: RunningServer) -> None:
+    """The legacy condition (no longer in the spec's defaults) still works in a user's own rule."""
+    _, ta, _ = await server.login_user("alice")
+    bob, tb, _ = await server.login_user("bob")
+    room = await create_room(server, ta, preset="public_chat")
+    await join(server, tb, room)
+    r = await server.http.put(f"{C}/profile/{bob}/displayname", {"displayname": "Bobby Tables"}, token=tb)
+    assert r.status == 200
+    rule = {"conditions": [{"kind": "contains_display_name"}], "actions": ["notify", {"set_tweak": "highlight"}]}
+    assert (await server.http.put(f"{C}/pushrules/global/override/my_name", rule, token=tb)).status == 200
+    await send_text(server, ta, room, "over to you, Bobby Tables.")
+    await send_text(server, ta, room, "Bobby alone is not the name")
+    counts = (await sync(server, tb))["rooms"]["join"][room]["unread_notifications"]
+    assert counts == {"notification_count": 2, "highlight_count": 1}

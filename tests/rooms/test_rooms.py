@@ -277,3 +277,19 @@ async def test_redaction_needs_sender_or_power(server: RunningServer) -> None:
     assert r.status == 403  # the same rule through /send
     ev = (await server.http.get(f"{C}/rooms/{room}/event/{alices}", token=ta)).body
     assert ev["content"]["body"] == "alice's words"
+
+
+async def test_profile_change_updates_member_events_in_joined_rooms(server: RunningServer) -> None:
+    alice, ta, _ = await server.login_user("alice")
+    r1 = await create_room(server, ta, preset="public_chat")
+    r2 = await create_room(server, ta, preset="public_chat")
+    assert (await server.http.put(f"{C}/profile/{alice}/displayname", {"displayname": "Alice A."}, token=ta)).status == 200
+    assert (await server.http.put(f"{C}/profile/{alice}/avatar_url", {"avatar_url": "mxc://x/y"}, token=ta)).status == 200
+    for room in (r1, r2):
+        r = await server.http.get(f"{C}/rooms/{room}/state/m.room.member/{alice}", token=ta)
+        assert r.body == {"membership": "join", "displayname": "Alice A.", "avatar_url": "mxc://x/y"}
+    # Leaving a room stops updates there.
+    assert (await server.http.post(f"{C}/rooms/{r2}/leave", {}, token=ta)).status == 200
+    assert (await server.http.put(f"{C}/profile/{alice}/displayname", {"displayname": "Alice B."}, token=ta)).status == 200
+    r = await server.http.get(f"{C}/rooms/{r1}/state/m.room.member/{alice}", token=ta)
+    assert r.body["displayname"] == "Alice B."
