@@ -42,6 +42,18 @@ class NewEvent:
     stream_ordering: int
     room_id: str
     pdu: dict[str, Any]
+    # The room's current state once this event is applied (listeners read members and power levels
+    # from it instead of asking the database again). Callers must not modify it.
+    state: StateMap | None = None
+
+
+@dataclass(frozen=True)
+class _RoomHead:
+    """What the next local event in a room builds on: kept in memory between events under the room lock."""
+    snapshot: int | None
+    state: StateMap
+    extremities: list[str]
+    depth: int
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,9 @@ class EventCreator:
         self.signing_key = signing_key
         self.notifier = notifier
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Only this class moves a room's head (its snapshot and forward extremities), always under the
+        # room lock, so a cached head stays exact; it is dropped whenever a write fails.
+        self._heads: dict[str, _RoomHead] = {}
         # Called after each local event commits (push evaluation, later federation and appservices).
         self.listeners: list[Callable[[NewEvent], Awaitable[None]]] = []
 
@@ -91,9 +106,13 @@ class EventCreator:
         except AuthError as e:
             raise MatrixError(400, "M_INVALID_PARAM", f"Invalid creation content: {e.message}") from None
         async with self.room_lock(room_id):
-            async with self.storage.db.transaction() as conn:
-                await self.storage.events.create_room(conn, room_id, room_version.identifier, creator, event["origin_server_ts"])
-                done = await self._persist(conn, room_id, eid, signed, {}, None, None, None)
+            try:
+                async with self.storage.db.transaction() as conn:
+                    await self.storage.events.create_room(conn, room_id, room_version.identifier, creator, event["origin_server_ts"])
+                    done = await self._persist(conn, room_id, eid, signed, {}, None, None, None)
+            except BaseException:
+                self._heads.pop(room_id, None)
+                raise
             return await self._after_commit(room_id, done)
 
     # --- ordinary events ----------------------------------------------------------------------
@@ -108,10 +127,9 @@ class EventCreator:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         rv = get_room_version(version)
         async with self.room_lock(room_id):
-            snapshot = await self.storage.events.get_current_snapshot(room_id)
-            state = await self.state.get_state(snapshot) if snapshot is not None else {}
-            prev = await self.storage.events.get_forward_extremities(room_id)
-            depth = min(await self.storage.events.max_depth(prev) + 1, MAX_DEPTH)
+            head = await self._head(room_id)
+            snapshot, state, prev = head.snapshot, head.state, head.extremities
+            depth = min(head.depth + 1, MAX_DEPTH)
             event: dict[str, Any] = {
                 "room_id": room_id, "type": event_type, "sender": sender, "content": content,
                 "prev_events": prev[:MAX_PREV_EVENTS], "depth": depth, "origin_server_ts": self.clock.time_ms(),
@@ -130,9 +148,27 @@ class EventCreator:
                 check_auth(signed, auth_pdus, rv)
             except AuthError as e:
                 raise forbidden(e.message) from None
-            async with self.storage.db.transaction() as conn:
-                done = await self._persist(conn, room_id, eid, signed, state, snapshot, device_id, txn_id)
+            try:
+                async with self.storage.db.transaction() as conn:
+                    done = await self._persist(conn, room_id, eid, signed, state, snapshot, device_id, txn_id)
+            except BaseException:
+                self._heads.pop(room_id, None)
+                raise
             return await self._after_commit(room_id, done)
+
+    async def _head(self, room_id: str) -> _RoomHead:
+        head = self._heads.get(room_id)
+        if head is None:
+            snapshot = await self.storage.events.get_current_snapshot(room_id)
+            state = await self.state.get_state(snapshot) if snapshot is not None else {}
+            prev = await self.storage.events.get_forward_extremities(room_id)
+            head = _RoomHead(snapshot, state, prev, await self.storage.events.max_depth(prev))
+            self._heads[room_id] = head
+        return head
+
+    def invalidate_head(self, room_id: str) -> None:
+        """For any other writer of a room's extremities or current state (e.g. events from federation)."""
+        self._heads.pop(room_id, None)
 
     def _select_auth_ids(self, event: dict[str, Any], state: StateMap, rv: RoomVersion) -> dict[StateKey, str]:
         wanted = auth_types_for_event(event, rv)
@@ -183,12 +219,15 @@ class EventCreator:
                 await self.storage.events.mark_redacted(conn, redacts, eid)
                 await self.storage.relations.remove(conn, redacts)
                 await self.storage.search.remove(conn, redacts)
-        return _Persisted(NewEvent(eid, stream, room_id, pdu), snapshot, new_state)
+        state_now = new_state if new_state is not None else state_before
+        return _Persisted(NewEvent(eid, stream, room_id, pdu, state_now), snapshot, new_state)
 
     async def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:
         """Only once the transaction committed: warm the state cache, run listeners, wake sync waiters."""
         if done.snapshot is not None and done.new_state is not None:
             self.state.cache_snapshot(done.snapshot, done.new_state)
+        new = done.event
+        self._heads[room_id] = _RoomHead(done.snapshot, new.state or {}, [new.event_id], int(new.pdu["depth"]))
         for listener in self.listeners:
             try:
                 await listener(done.event)

@@ -28,13 +28,23 @@ class PushEvaluator:
         """Record, for each local member but the sender, what their rules say about ``new``."""
         pdu = new.pdu
         room_id = new.room_id
-        members = await self.storage.events.joined_member_events(room_id)
+        if new.state is not None:
+            member_events = await self.storage.events.get_events(
+                [eid for (etype, _), eid in new.state.items() if etype == "m.room.member"]
+            )
+            members = {ev.state_key or "": ev.event_id for ev in member_events.values()
+                       if ev.pdu.get("content", {}).get("membership") == "join"}
+            auth_ids = {k: new.state[k] for k in (("m.room.create", ""), ("m.room.power_levels", "")) if k in new.state}
+            auth_events = await self.storage.events.get_events(auth_ids.values())
+            auth = {k: auth_events[v].pdu for k, v in auth_ids.items() if v in auth_events}
+        else:
+            members = await self.storage.events.joined_member_events(room_id)
+            auth = await self.storage.events.current_state_pdus(room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
         recipients = [u for u in members if u != pdu["sender"] and u.endswith(":" + self.server_name)]
         if not recipients:
             return
         member_events = await self.storage.events.get_events([members[u] for u in recipients])
         version = await self.storage.events.get_room_version(room_id)
-        auth = await self.storage.events.current_state_pdus(room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
         rv = get_room_version(version or "12")
         pl_content = auth.get(("m.room.power_levels", ""), {}).get("content", {})
         notification_levels = pl_content.get("notifications") if isinstance(pl_content.get("notifications"), dict) else {}

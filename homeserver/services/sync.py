@@ -286,9 +286,7 @@ class SyncService:
         timeline, limited = await self._timeline(req, room_id, after, leave_event.stream_ordering, joined=False)
         start_state = await self._state_before(timeline[0]) if timeline else await self._state_before(leave_event)
         state = await self._state_section(req, room_id, timeline, start_state, None)
-        unread = await self.push.unread_counts(req.user_id, room_id, threaded=req.filter.timeline.unread_thread_notifications)
-        threads = unread.pop("threads", None)
-        room: dict[str, Any] = {
+        return {
             "timeline": {
                 "events": await self.formatter.format(timeline, user_id=req.user_id, device_id=req.device_id, include_room_id=False),
                 "limited": limited,

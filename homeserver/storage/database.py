@@ -7,6 +7,7 @@ Rows support both ``row["col"]`` and ``row[0]`` on either engine.
 from __future__ import annotations
 
 import abc
+import functools
 import re
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Sequence
@@ -62,7 +63,9 @@ def placeholders(count: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
 
 
+@functools.lru_cache(maxsize=2048)
 def to_sqlite_placeholders(sql: str) -> str:
+    """Statements repeat (a few hundred distinct texts), so each is rewritten once."""
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 
