@@ -22,6 +22,7 @@ from homeserver.services.admin import AdminService
 from homeserver.services.accounts import AccountService, password_stage
 from homeserver.services.devices import DeviceService
 from homeserver.services.directory import DirectoryService
+from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.passwords import PasswordHasher
 from homeserver.services.profile import ProfileService
 from homeserver.services.ratelimit import RateLimiter
@@ -43,6 +44,7 @@ from homeserver.services.presence import PresenceService
 from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
 from homeserver.services.sync import SyncService
+from homeserver.services.to_device import ToDeviceService
 from homeserver.services.typing import TypingService
 from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
@@ -89,6 +91,8 @@ class HomeServer:
     filters: FilterService
     sync: SyncService
     streams: "StreamPositions"
+    e2e_keys: "E2eKeyService"
+    to_device: "ToDeviceService"
     admin: AdminService
     typing: TypingService
     push_rules: PushRuleService
@@ -120,23 +124,25 @@ class HomeServer:
         presence = PresenceService(clock, notifier, config.presence.enabled)
         directory = DirectoryService(storage, config.server_name)
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
+        e2e_keys = E2eKeyService(storage, notifier, config.server_name)
         creator.listeners.append(push.on_event)
         return cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
             registration=RegistrationService(storage, config, clock, accounts, uia, reg_tokens, ratelimiter),
-            devices=DeviceService(storage), profiles=ProfileService(storage, config.server_name, creator),
+            devices=DeviceService(storage, e2e_keys), profiles=ProfileService(storage, config.server_name, creator),
             notifier=notifier, event_creator=creator, membership=membership,
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
             rooms=RoomService(storage, creator, membership, formatter, visibility),
             filters=FilterService(storage),
-            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence),
+            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence, e2e_keys),
             presence=presence,
             typing=typing, user_data=UserDataService(storage, clock, notifier),
             push_rules=push_rules, push=push, directory=directory, spaces=SpaceService(storage, directory),
             room_upgrade=RoomUpgradeService(storage, creator),
             search=SearchService(storage, formatter, visibility),
             streams=StreamPositions(storage),
+            e2e_keys=e2e_keys, to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
         )
 

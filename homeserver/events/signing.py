@@ -51,6 +51,33 @@ def sign_json_bytes(data: bytes, signing_key: SigningKey) -> str:
     return encode_base64(signing_key.sign(data).signature)
 
 
+def sign_json(obj: Mapping[str, Any], signer: str, signing_key: SigningKey) -> dict[str, Any]:
+    """A copy of a JSON object with the signer's signature added (server keys, notary responses)."""
+    unsigned = obj.get("unsigned")
+    body = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+    signatures = {s: dict(v) for s, v in obj.get("signatures", {}).items()}
+    signatures.setdefault(signer, {})[key_id(signing_key)] = sign_json_bytes(encode_canonical_json(body), signing_key)
+    out = {**body, "signatures": signatures}
+    if unsigned is not None:
+        out["unsigned"] = unsigned
+    return out
+
+
+def verify_json_signature(obj: Mapping[str, Any], signer: str, key_id_: str, verify_key: VerifyKey) -> bool:
+    """Whether ``obj`` carries a valid signature by ``signer``'s key ``key_id_`` over its canonical JSON
+    without ``signatures`` and ``unsigned`` (the rule for device keys, cross-signing keys and server keys)."""
+    sigs = obj.get("signatures")
+    sig = sigs.get(signer, {}).get(key_id_) if isinstance(sigs, Mapping) and isinstance(sigs.get(signer), Mapping) else None
+    if not isinstance(sig, str):
+        return False
+    try:
+        body = encode_canonical_json({k: v for k, v in obj.items() if k not in ("signatures", "unsigned")})
+        verify_key.verify(body, decode_base64(sig))
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
 def sign_event(
     event: Mapping[str, Any], server_name: str, signing_key: SigningKey,
     room_version: str | RoomVersion | None = None,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import MatrixError
 from homeserver.storage import Storage
 from homeserver.storage.devices import DeviceRecord
+
+if TYPE_CHECKING:
+    from homeserver.services.e2e_keys import E2eKeyService
 
 MAX_DEVICE_NAME_LEN = 512
 
@@ -21,8 +24,9 @@ def device_json(d: DeviceRecord) -> dict[str, Any]:
 
 
 class DeviceService:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, keys: "E2eKeyService | None" = None) -> None:
         self.storage = storage
+        self.keys = keys
 
     async def list(self, user_id: str) -> list[dict[str, Any]]:
         return [device_json(d) for d in await self.storage.devices.list_devices(user_id)]
@@ -48,3 +52,5 @@ class DeviceService:
         """Delete devices and log them out; unknown IDs are ignored, as the spec allows for bulk deletes."""
         async with self.storage.db.transaction() as conn:
             await self.storage.devices.delete_devices(conn, user_id, device_ids)
+        if self.keys is not None:
+            await self.keys.wake_for_device_change(user_id)

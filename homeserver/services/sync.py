@@ -8,8 +8,9 @@ the timeline; otherwise nothing, since the state changes are in the timeline its
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeserver.clock import Clock
 from homeserver.services.client_events import ClientEventFormatter
@@ -27,7 +28,11 @@ from homeserver.storage.events import StoredEvent
 from homeserver.storage.sequences import current_id
 from homeserver.storage.state import StateMap
 
+if TYPE_CHECKING:
+    from homeserver.services.e2e_keys import E2eKeyService
+
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+TO_DEVICE_BATCH = 100
 STRIPPED_STATE_TYPES = (
     ("m.room.create", ""), ("m.room.join_rules", ""), ("m.room.name", ""), ("m.room.avatar", ""),
     ("m.room.canonical_alias", ""), ("m.room.encryption", ""), ("m.room.topic", ""),
@@ -57,8 +62,9 @@ class SyncService:
     def __init__(
         self, storage: Storage, clock: Clock, notifier: Notifier, formatter: ClientEventFormatter,
         visibility: VisibilityService, typing: TypingService, push_rules: "PushRuleService", push: "PushEvaluator",
-        presence: "PresenceService",
+        presence: "PresenceService", keys: "E2eKeyService",
     ) -> None:
+        self.keys = keys
         self.presence = presence
         self.push_rules = push_rules
         self.push = push
@@ -76,6 +82,8 @@ class SyncService:
             presence=self.presence.serial,
             receipts=await current_id(self.storage.db, "receipts"),
             account_data=await current_id(self.storage.db, "account_data"),
+            to_device=await current_id(self.storage.db, "to_device"),
+            device_lists=await current_id(self.storage.db, "device_lists"),
         )
 
     async def sync(self, req: SyncRequest) -> dict[str, Any]:
@@ -149,15 +157,32 @@ class SyncService:
                     ev = changed_membership.get(room_id) or await self._membership_event(room_id, req.user_id)
                     if ev is not None:
                         leave[room_id] = await self._left_room(req, room_id, None, ev)
+        to_device, upto = await self._to_device(req, since, upto)
+        changed, left = await self.keys.device_list_changes(req.user_id, since, upto) if since else ([], [])
         return {
             "next_batch": upto.encode(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": [{"type": t, "content": c} for t, c in account_data.get("", {}).items()]},
             "presence": {"events": await self._presence(req.user_id, since, upto)},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
+            "to_device": {"events": to_device},
+            "device_lists": {"changed": changed, "left": left},
+            "device_one_time_keys_count": await self.keys.one_time_key_counts(req.user_id, req.device_id),
+            "device_unused_fallback_key_types": await self.keys.unused_fallback_key_types(req.user_id, req.device_id),
         }
+
+    async def _to_device(self, req: SyncRequest, since: SyncToken | None, upto: SyncToken) -> tuple[list[dict[str, Any]], SyncToken]:
+        """The device's queued to-device messages. Those up to ``since`` were delivered (the client came
+        back with the token that covered them), so they are deleted now; a long queue comes in batches,
+        and the token then stops at the last one sent."""
+        after = since.to_device if since else 0
+        if after > upto.to_device:
+            after = 0  # a token from another server's history: start again
+        if after:
+            await self.storage.to_device.delete_upto(req.user_id, req.device_id, after)
+        rows = await self.storage.to_device.fetch(req.user_id, req.device_id, after, upto.to_device, TO_DEVICE_BATCH)
+        if len(rows) == TO_DEVICE_BATCH:
+            upto = dataclasses.replace(upto, to_device=rows[-1][0])
+        return [msg for _, msg in rows], upto
 
     async def _became_joined(self, ev: StoredEvent | None, since: SyncToken | None) -> bool:
         """Whether the user joined within the window (not merely changed profile while joined)."""
@@ -318,4 +343,5 @@ class SyncService:
 def _is_empty(result: dict[str, Any]) -> bool:
     rooms = result["rooms"]
     return not any(rooms[k] for k in ("join", "invite", "leave", "knock")) and not result["presence"]["events"] \
-        and not result["account_data"]["events"]
+        and not result["account_data"]["events"] and not result["to_device"]["events"] \
+        and not result["device_lists"]["changed"] and not result["device_lists"]["left"]

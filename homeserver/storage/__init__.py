@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from homeserver.storage.database import Connection, Database, connect
 from homeserver.storage.devices import DeviceStore
+from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.events import AliasStore, EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.migrations import migrate
@@ -12,6 +13,7 @@ from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.relations import RelationStore
 from homeserver.storage.search import SearchStore
 from homeserver.storage.state import StateStore
+from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.uia import UiaStore
 from homeserver.storage.user_data import UserDataStore
 from homeserver.storage.users import UserStore
@@ -33,6 +35,8 @@ class Storage:
         self.push_actions = PushActionStore(db)
         self.relations = RelationStore(db)
         self.search = SearchStore(db)
+        self.e2e_keys = E2eKeyStore(db)
+        self.to_device = ToDeviceStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

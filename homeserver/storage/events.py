@@ -362,6 +362,23 @@ class EventStore:
         )
         return [r[0] for r in rows]
 
+    async def membership_events_between(self, room_ids: list[str], since: int, upto: int) -> list[tuple[str, str, str]]:
+        """(room, user, membership) for each membership change in those rooms within (since, upto], in order."""
+        out: list[tuple[str, str, str]] = []
+        for i in range(0, len(room_ids), 500):
+            chunk = room_ids[i:i + 500]
+            rows = await self.db.fetch(
+                "SELECT room_id, state_key, json, stream_ordering FROM events WHERE type = 'm.room.member'"
+                f" AND stream_ordering > $1 AND stream_ordering <= $2 AND room_id IN ({placeholders(len(chunk), 3)})"
+                " AND outlier = 0 AND rejected IS NULL",
+                since, upto, *chunk,
+            )
+            for r in sorted(rows, key=lambda r: r[3]):
+                membership = orjson.loads(r[2]).get("content", {}).get("membership")
+                if isinstance(membership, str):
+                    out.append((r[0], r[1], membership))
+        return out
+
     async def joined_member_events(self, room_id: str) -> dict[str, str]:
         """Joined members and the event ID of each one's current membership event."""
         rows = await self.db.fetch(
