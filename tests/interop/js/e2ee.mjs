@@ -1,0 +1,58 @@
+// matrix-js-sdk with its Rust crypto (matrix-sdk-crypto-wasm) against Qasid, driven from pytest:
+// log in, upload device keys, join an encrypted room, query the other user's devices, decrypt a message
+// a matrix-nio client sends, and send an encrypted reply. Prints JSON lines: {"ready": ...} then the result.
+// Usage: node e2ee.mjs '{"baseUrl": "...", "user": "...", "password": "...", "roomId": "...", "peer": "@bob:..."}'
+import * as sdk from "matrix-js-sdk";
+
+const args = JSON.parse(process.argv[2]);
+const out = {};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(fn, what, ms = 30000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await fn();
+    if (v) return v;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+function emit(obj) { process.stdout.write(JSON.stringify(obj) + "\n"); }
+
+const anon = sdk.createClient({ baseUrl: args.baseUrl });
+const login = await anon.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: args.user }, password: args.password });
+const client = sdk.createClient({ baseUrl: args.baseUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
+await client.initRustCrypto({ useIndexedDB: false });
+const crypto = client.getCrypto();
+await client.startClient({ initialSyncLimit: 20 });
+await until(() => client.isInitialSyncComplete(), "initial sync");
+
+// Our device keys reached the server (the Rust machine uploads them on its own after the first sync).
+const selfKeys = await until(async () => {
+  const r = await client.downloadKeysForUsers([client.getUserId()]);
+  return r.device_keys?.[client.getUserId()]?.[client.getDeviceId()];
+}, "own device keys on the server");
+out.uploaded_keys = Object.keys(selfKeys.keys).sort();
+
+await until(() => client.getRoom(args.roomId)?.getMyMembership() === "invite", "the invite");
+await client.joinRoom(args.roomId);
+await until(async () => await crypto.isEncryptionEnabledInRoom(args.roomId), "encryption enabled in the room");
+emit({ ready: true, device_id: client.getDeviceId() });
+
+const devices = await crypto.getUserDeviceInfo([args.peer], true);
+out.peer_devices = [...(devices.get(args.peer)?.keys() ?? [])];
+
+const decrypted = await until(() => {
+  const evs = client.getRoom(args.roomId).getLiveTimeline().getEvents()
+    .filter((e) => e.isEncrypted() && e.getSender() === args.peer && e.getType() === "m.room.message" && !e.isDecryptionFailure());
+  return evs.length ? evs[evs.length - 1] : null;
+}, "a decrypted message from the peer", 60000);
+out.decrypted_body = decrypted.getContent().body;
+out.wire_type = decrypted.getWireType();
+
+await client.sendTextMessage(args.roomId, "reply from js-sdk, encrypted");
+const sentOk = await until(() => client.getRoom(args.roomId).getLiveTimeline().getEvents()
+  .some((e) => e.getSender() === client.getUserId() && e.getWireType() === "m.room.encrypted" && e.status === null), "our encrypted reply sent");
+out.reply_sent_encrypted = !!sentOk;
+client.stopClient();
+emit(out);
+process.exit(0);
