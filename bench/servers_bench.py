@@ -66,6 +66,14 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def loadavg() -> list[float]:
+    """1-, 5- and 15-minute load averages: other work on the machine skews every figure."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
 def run_server(name: str, p: Params, only: set[str] | None, keep: bool) -> dict[str, Any]:
     print(f"\n== {name}: starting", flush=True)
     t0 = time.perf_counter()
@@ -76,9 +84,10 @@ def run_server(name: str, p: Params, only: set[str] | None, keep: bool) -> dict[
         return {"version": None, "start_error": str(e), "results": {}, "errors": {}}
     print(f"== {name} {server.version}: pid {server.pid}, {server.base_url}, data in {server.data_dir} "
           f"(up in {time.perf_counter() - t0:.1f} s)", flush=True)
-    out: dict[str, Any] = {"version": server.version}
+    out: dict[str, Any] = {"version": server.version, "loadavg_before": loadavg()}
     try:
         run = asyncio.run(run_all(server.base_url, server.secret, p, only, log=lambda s: print(s, flush=True)))
+        out["loadavg_after"] = loadavg()
         alive = server.proc.poll() is None
         if alive:
             run.results["rss"] = setup.rss_mb(server.pid)
@@ -99,9 +108,9 @@ def run_server(name: str, p: Params, only: set[str] | None, keep: bool) -> dict[
     return out
 
 
-def _fmt(v: float | None) -> str:
+def _fmt(v: float | None, ran: bool = True) -> str:
     if v is None:
-        return "FAILED"
+        return "FAILED" if ran else "-"
     return f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
 
 
@@ -123,13 +132,14 @@ def compare(table: list[dict[str, Any]], servers: dict[str, dict[str, Any]]) -> 
     return out
 
 
-def print_table(cmp: list[dict[str, Any]]) -> None:
+def print_table(cmp: list[dict[str, Any]], servers: dict[str, dict[str, Any]]) -> None:
     head = f"{'scenario':<40} {'unit':<9} {'better':<7} {'Qasid':>9} {'Synapse':>9} {'Q/S':>6}  verdict"
     print("\n" + head + "\n" + "-" * (len(head) + 14))
     for r in cmp:
         ratio = "-" if r["ratio_qasid_over_synapse"] is None else f"{r['ratio_qasid_over_synapse']:.2f}"
         note = f"  ({r['note']})" if r.get("note") else ""
-        print(f"{r['label']:<40} {r['unit']:<9} {r['better']:<7} {_fmt(r['qasid']):>9} {_fmt(r['synapse']):>9} "
+        print(f"{r['label']:<40} {r['unit']:<9} {r['better']:<7} {_fmt(r['qasid'], 'qasid' in servers):>9} "
+              f"{_fmt(r['synapse'], 'synapse' in servers):>9} "
               f"{ratio:>6}  {r['verdict']}{note}")
 
 
@@ -168,13 +178,23 @@ def main(argv: list[str] | None = None) -> None:
 
     started = datetime.datetime.now(datetime.timezone.utc)
     servers: dict[str, dict[str, Any]] = {}
-    for name in ("synapse", "qasid"):  # Synapse first, then Qasid: never both at once
-        if args.only and name != args.only:
-            continue
-        servers[name] = run_server(name, p, only, args.keep_data)
+    try:
+        for name in ("synapse", "qasid"):  # Synapse first, then Qasid: never both at once
+            if args.only and name != args.only:
+                continue
+            servers[name] = run_server(name, p, only, args.keep_data)
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted; servers stopped")
 
     table = compare(rows(p), servers)
-    print_table(table)
+    print_table(table, servers)
+    nproc = len(os.sched_getaffinity(0))
+    for name, data in servers.items():
+        before, after = data.get("loadavg_before"), data.get("loadavg_after")
+        if before and after:
+            busy = " (busy machine: figures are noisy)" if max(before[0], after[0]) > nproc + 1 else ""
+            print(f"load average during {name}: {before[0]:.1f} before, {after[0]:.1f} after, "
+                  f"{nproc} CPUs{busy}")
     failed = print_errors(servers)
     report = {"started": started.isoformat(timespec="seconds"), "quick": args.quick,
               "params": p.__dict__, "machine": machine(), "servers": servers, "table": table}

@@ -250,7 +250,11 @@ def qasid_version() -> str:
                         "import importlib.metadata as m; print(m.version('qasid'))"], capture_output=True, text=True)
     ver = r.stdout.strip() if r.returncode == 0 else "unknown"
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return f"{ver} ({rev.stdout.strip()})" if rev.returncode == 0 else ver
+    if rev.returncode != 0:
+        return ver
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "homeserver"],
+                           capture_output=True, text=True).stdout.strip()
+    return f"{ver} ({rev.stdout.strip()}{', uncommitted changes under homeserver/' if dirty else ''})"
 
 
 def start_qasid(timeout: float = 60.0) -> RunningServer:
