@@ -125,7 +125,7 @@ class HomeServer:
         directory = DirectoryService(storage, config.server_name)
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
         e2e_keys = E2eKeyService(storage, notifier, config.server_name)
-        creator.listeners.append(push.on_event)
+        creator.in_transaction.append(push.record)
         return cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,

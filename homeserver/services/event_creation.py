@@ -79,7 +79,9 @@ class EventCreator:
         # Only this class moves a room's head (its snapshot and forward extremities), always under the
         # room lock, so a cached head stays exact; it is dropped whenever a write fails.
         self._heads: dict[str, _RoomHead] = {}
-        # Called after each local event commits (push evaluation, later federation and appservices).
+        # Called inside each local event's transaction (push actions, so counts commit with the event).
+        self.in_transaction: list[Callable[[Any, NewEvent], Awaitable[None]]] = []
+        # Called after each local event commits (later: federation and appservice senders).
         self.listeners: list[Callable[[NewEvent], Awaitable[None]]] = []
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
@@ -226,7 +228,10 @@ class EventCreator:
                 await self.storage.relations.remove(conn, redacts)
                 await self.storage.search.remove(conn, redacts)
         state_now = new_state if new_state is not None else state_before
-        return _Persisted(NewEvent(eid, stream, room_id, pdu, state_now), snapshot, new_state)
+        new = NewEvent(eid, stream, room_id, pdu, state_now)
+        for hook in self.in_transaction:
+            await hook(conn, new)
+        return _Persisted(new, snapshot, new_state)
 
     async def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:
         """Only once the transaction committed: warm the state cache, run listeners, wake sync waiters."""

@@ -24,8 +24,18 @@ class PushEvaluator:
         self.clock = clock
         self.server_name = server_name
 
-    async def on_event(self, new: NewEvent) -> None:
-        """Record, for each local member but the sender, what their rules say about ``new``."""
+    async def record(self, conn: Any, new: NewEvent) -> None:
+        """Inside the event's own transaction: store what each local member's rules say about it, so
+        unread counts never lag the timeline. A failure to evaluate costs notifications, not the event."""
+        try:
+            rows = await self.evaluate_event(new)
+        except Exception:
+            logger.exception("push rule evaluation failed for %s", new.event_id)
+            return
+        await self.storage.push_actions.add(rows, conn)
+
+    async def evaluate_event(self, new: NewEvent) -> list[PushAction]:
+        """For each local member but the sender, what their rules say about ``new``."""
         pdu = new.pdu
         room_id = new.room_id
         if new.state is not None:
@@ -42,7 +52,7 @@ class PushEvaluator:
             auth = await self.storage.events.current_state_pdus(room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
         recipients = [u for u in members if u != pdu["sender"] and u.endswith(":" + self.server_name)]
         if not recipients:
-            return
+            return []
         member_events = await self.storage.events.get_events([members[u] for u in recipients])
         version = await self.storage.events.get_room_version(room_id)
         rv = get_room_version(version or "12")
@@ -57,17 +67,18 @@ class PushEvaluator:
         rows = []
         now = self.clock.time_ms()
         thread_id: str | None = None
+        memo: dict[Any, bool] = {}
         for user in recipients:
             member = member_events.get(members[user])
             name = member.pdu["content"].get("displayname") if member is not None else None
             user_ctx = dataclasses.replace(ctx, display_name=name if isinstance(name, str) and name else None)
-            actions = evaluate(await self.rules.shared_ruleset(user), event, user_ctx)
+            actions = evaluate(await self.rules.shared_ruleset(user), event, user_ctx, memo)
             notify, highlight = notifies(actions)
             if notify:
                 if thread_id is None:
                     thread_id = await self._thread_of(pdu)
                 rows.append(PushAction(user, room_id, new.stream_ordering, new.event_id, actions, highlight, now, thread_id))
-        await self.storage.push_actions.add(rows)
+        return rows
 
     async def _thread_of(self, pdu: dict[str, Any]) -> str:
         """'main', or the root of the thread the event belongs to (an edit or reaction joins its target's thread)."""

@@ -251,8 +251,38 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
     return False  # unknown conditions never match
 
 
-def evaluate(ruleset: Mapping[str, list[dict[str, Any]]], event: Mapping[str, Any], ctx: EvalContext) -> list[Any]:
-    """The actions of the first enabled rule that matches, or [] (no notification)."""
+# Conditions whose outcome depends only on the event and the room, not on the recipient: their results
+# are shared between all recipients of one event (see ``evaluate``'s ``memo``).
+# Server-default rules whose conditions name the recipient; every other default rule has the same
+# conditions for everyone, so its outcome for one event is computed once.
+_RECIPIENT_DEFAULTS = frozenset({".m.rule.is_user_mention", ".m.rule.invite_for_me", ".m.rule.contains_display_name",
+                                 ".m.rule.contains_user_name", ".m.rule.roomnotif"})
+_SHAREABLE = ("event_match", "event_property_is", "event_property_contains", "room_member_count",
+              "sender_notification_permission")
+
+
+def _condition_cached(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: EvalContext, memo: dict[Any, bool] | None) -> bool:
+    kind = cond.get("kind")
+    if memo is None or kind not in _SHAREABLE:
+        return condition_matches(cond, event, ctx)
+    value = cond.get("value")
+    key = (kind, cond.get("key"), cond.get("pattern"), cond.get("is"), type(value).__name__,
+           value if isinstance(value, (str, int, float, bool, type(None))) else repr(value))
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = condition_matches(cond, event, ctx)
+    return hit
+
+
+def evaluate(
+    ruleset: Mapping[str, list[dict[str, Any]]], event: Mapping[str, Any], ctx: EvalContext,
+    memo: dict[Any, bool] | None = None,
+) -> list[Any]:
+    """The actions of the first enabled rule that matches, or [] (no notification).
+
+    ``memo``, one dict per event shared across its recipients, keeps the results of conditions that
+    do not depend on the recipient, so a room of many members costs little more than one evaluation.
+    """
     for kind in KINDS:
         for rule in ruleset.get(kind, []):
             if not rule.get("enabled", True):
@@ -265,10 +295,15 @@ def evaluate(ruleset: Mapping[str, list[dict[str, Any]]], event: Mapping[str, An
             elif kind == "content":
                 body = _path(event, "content.body")
                 hit = isinstance(body, str) and bool(_glob(str(rule.get("pattern", "")), words=True).search(body))
+            elif memo is not None and rule.get("default") and rid not in _RECIPIENT_DEFAULTS:
+                hit = memo.get(rid)  # type: ignore[assignment]
+                if hit is None:
+                    hit = memo[rid] = all(_condition_cached(c, event, ctx, memo) for c in rule.get("conditions", []))
             else:
-                hit = all(condition_matches(c, event, ctx) for c in rule.get("conditions", []))
+                hit = all(_condition_cached(c, event, ctx, memo) for c in rule.get("conditions", []))
             if hit:
-                return copy.deepcopy(rule.get("actions", []))
+                # Shared with the cached ruleset: callers store or serialise actions, never change them.
+                return rule.get("actions", [])
     return []
 
 

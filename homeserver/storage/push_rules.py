@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from homeserver.storage.database import Database
+from homeserver.storage.database import Connection, Database
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,9 @@ class PushActionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add(self, rows: list[PushAction]) -> None:
+    async def add(self, rows: list[PushAction], conn: Connection | None = None) -> None:
         if rows:
-            await self.db.executemany(
+            await (conn or self.db).executemany(
                 "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, actions, highlight, ts, thread_id)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
                 [(r.user_id, r.room_id, r.stream_ordering, r.event_id, orjson.dumps(r.actions).decode(), int(r.highlight), r.ts,

@@ -17,17 +17,20 @@ from tests.rooms.helpers import C, create_room, invite, join, sync
 from tests.support.servers import RunningServer
 
 ROOMS = int(os.environ.get("QASID_SCALE_ROOMS", "100"))
-MESSAGES = int(os.environ.get("QASID_SCALE_MESSAGES", "1000"))
+# The full 100,000 messages run on SQLite; PostgreSQL runs the same test with 10,000 (its per-statement
+# round trips make the full size take several minutes of CI time for the same logic).
+MESSAGES = {"sqlite": int(os.environ.get("QASID_SCALE_MESSAGES", "1000")),
+            "postgres": int(os.environ.get("QASID_SCALE_MESSAGES_PG", "100"))}
 SENDERS = 16
 FILTER = json.dumps({"room": {"timeline": {"limit": 5}}})
 
 
-async def _send_all(server: RunningServer, tokens: list[str], rooms: list[str]) -> None:
+async def _send_all(server: RunningServer, tokens: list[str], rooms: list[str], count: int) -> None:
     work: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
     # Bursts of ten messages per room, so a room often gains more than a sync's timeline limit at once.
-    for burst in range(0, MESSAGES, 10):
+    for burst in range(0, count, 10):
         for room in rooms:
-            for i in range(burst, min(burst + 10, MESSAGES)):
+            for i in range(burst, min(burst + 10, count)):
                 work.put_nowait((room, i))
 
     async def sender(n: int) -> None:
@@ -59,7 +62,8 @@ async def _fill_gap(server: RunningServer, token: str, room: str, prev_batch: st
         frm = r.body["end"]
 
 
-async def test_incremental_sync_matches_messages_across_100_busy_rooms(server: RunningServer) -> None:
+async def test_incremental_sync_matches_messages_across_100_busy_rooms(server: RunningServer, engine: str) -> None:
+    count = MESSAGES[engine]
     alice, ta, _ = await server.login_user("alice")
     bob, tb, _ = await server.login_user("bob")
     rooms = [await create_room(server, ta, preset="private_chat") for _ in range(ROOMS)]
@@ -75,7 +79,7 @@ async def test_incremental_sync_matches_messages_across_100_busy_rooms(server: R
         timelines[room] += [ev["event_id"] for ev in joined["timeline"]["events"]]
     since = first["next_batch"]
 
-    sending = asyncio.create_task(_send_all(server, [ta, tb], rooms))
+    sending = asyncio.create_task(_send_all(server, [ta, tb], rooms, count))
     syncs = limited = 0
     while True:
         finished = sending.done()
@@ -106,4 +110,4 @@ async def test_incremental_sync_matches_messages_across_100_busy_rooms(server: R
             frm = r.body["end"]
         expected = [ev["event_id"] for ev in reversed(history)]
         assert timelines[room] == expected, f"sync and /messages disagree in {room}"
-        assert sum(1 for ev in history if ev["type"] == "m.room.message") == MESSAGES
+        assert sum(1 for ev in history if ev["type"] == "m.room.message") == count
