@@ -33,6 +33,7 @@ from homeserver.services.uia import UiaResult, UiaService
 from homeserver.services.client_events import ClientEventFormatter
 from homeserver.services.event_creation import EventCreator
 from homeserver.services.filters import FilterService
+from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.room_creation import RoomCreationService
@@ -93,6 +94,7 @@ class HomeServer:
     streams: "StreamPositions"
     e2e_keys: "E2eKeyService"
     to_device: "ToDeviceService"
+    key_backup: "KeyBackupService"
     admin: AdminService
     typing: TypingService
     push_rules: PushRuleService
@@ -142,7 +144,7 @@ class HomeServer:
             room_upgrade=RoomUpgradeService(storage, creator),
             search=SearchService(storage, formatter, visibility),
             streams=StreamPositions(storage),
-            e2e_keys=e2e_keys, to_device=ToDeviceService(storage, notifier, clock, config.server_name),
+            key_backup=KeyBackupService(storage), e2e_keys=e2e_keys, to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
         )
 

@@ -7,6 +7,7 @@ from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.events import AliasStore, EventStore
 from homeserver.storage.filters import FilterStore
+from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.migrations import migrate
 from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
@@ -37,6 +38,7 @@ class Storage:
         self.search = SearchStore(db)
         self.e2e_keys = E2eKeyStore(db)
         self.to_device = ToDeviceStore(db)
+        self.key_backup = KeyBackupStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

@@ -296,6 +296,21 @@ async def test_key_api_responses_match_the_spec(server: RunningServer) -> None:
     await h.put(f"{C}/sendToDevice/m.test/t1", {"messages": {alice: {da: {"x": 1}}}}, token=tb)
     second = (await h.get(f"{C}/sync", token=ta, params={"since": first["next_batch"]})).body
     await h.get(f"{C}/keys/changes", token=ta, params={"from": first["next_batch"], "to": second["next_batch"]})
+    alg = "m.megolm_backup.v1.curve25519-aes-sha2"
+    await h.get(f"{C}/room_keys/version", token=ta)
+    version = (await h.post(f"{C}/room_keys/version", {"algorithm": alg, "auth_data": {"public_key": "pk"}}, token=ta)).body["version"]
+    await h.get(f"{C}/room_keys/version", token=ta)
+    await h.put(f"{C}/room_keys/version/{version}", {"algorithm": alg, "auth_data": {"public_key": "pk"}}, token=ta)
+    session = {"first_message_index": 0, "forwarded_count": 0, "is_verified": False, "session_data": {"ciphertext": "c"}}
+    q = {"version": version}
+    await h.put(f"{C}/room_keys/keys", {"rooms": {"!r:hs1.test": {"sessions": {"s": session}}}}, token=ta, params=q)
+    await h.put(f"{C}/room_keys/keys/!r:hs1.test/s2", session, token=ta, params=q)
+    await h.get(f"{C}/room_keys/keys", token=ta, params=q)
+    await h.get(f"{C}/room_keys/keys/!r:hs1.test", token=ta, params=q)
+    await h.get(f"{C}/room_keys/keys/!r:hs1.test/s", token=ta, params=q)
+    await h.put(f"{C}/room_keys/keys", {"rooms": {}}, token=ta, params={"version": "0"})
+    await h.delete(f"{C}/room_keys/keys/!r:hs1.test/s", token=ta, params=q)
+    await h.delete(f"{C}/room_keys/version/{version}", token=ta)
     await h.post(f"{C}/keys/upload", {"one_time_keys": []}, token=ta)
     await h.put(f"{C}/sendToDevice/m.test/t2", {"messages": 5}, token=tb)
     unchecked = []
