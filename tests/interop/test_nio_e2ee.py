@@ -109,3 +109,93 @@ async def test_two_users_two_devices_each_decrypt_everything(server: RunningServ
     finally:
         for d in devices + ([late] if late else []):
             await d.close()
+
+
+async def test_keys_backed_up_and_restored_on_a_fresh_device(server: RunningServer, tmp_path: Path) -> None:
+    """matrix-nio has no key-backup support of its own, so the test does the client's part (as Element
+    would) with vodozemac's PkEncryption and the standard export format, over the real backup API."""
+    import json
+
+    import vodozemac
+
+    from e2ee.export import decrypt_key_export, encrypt_key_export
+
+    alice = await server.create_user("alice", PASSWORD)
+    bob = await server.create_user("bob", PASSWORD)
+    a1, b1 = Device(server, alice, tmp_path / "a1"), Device(server, bob, tmp_path / "b1")
+    fresh: Device | None = None
+    try:
+        await a1.login("first device")
+        await b1.login("bob")
+        created = await a1.client.room_create(invite=[bob], initial_state=[
+            {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+        room = created.room_id
+        await b1.sync()
+        await b1.client.join(room)
+        await sync_all([a1, b1])
+        old = {await b1.send(room, f"old message {i}"): f"old message {i}" for i in range(3)}
+        await sync_all([a1, b1])
+        assert {e: a1.decrypted.get(e) for e in old} == old
+
+        # Back up a1's room keys, encrypted to a backup key only the client holds.
+        backup_key = vodozemac.PkDecryption()
+        public = backup_key.public_key.to_base64()
+        token = a1.client.access_token
+        r = await server.http.post("/_matrix/client/v3/room_keys/version", {
+            "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": public}}, token=token)
+        version = r.body["version"]
+        export_file = tmp_path / "a1.keys"
+        await a1.client.export_keys(str(export_file), "pass")
+        sessions = json.loads(decrypt_key_export(export_file.read_text(), "pass"))
+        assert sessions
+        rooms: dict[str, Any] = {}
+        encryptor = vodozemac.PkEncryption.from_key(vodozemac.Curve25519PublicKey.from_base64(public))
+        for s in sessions:
+            plain = {k: s[k] for k in ("algorithm", "sender_key", "session_key", "sender_claimed_keys",
+                                       "forwarding_curve25519_key_chain")}
+            ephemeral, mac, ciphertext = encryptor.encrypt(json.dumps(plain).encode()).to_base64()
+            rooms.setdefault(s["room_id"], {"sessions": {}})["sessions"][s["session_id"]] = {
+                "first_message_index": 0, "forwarded_count": 0, "is_verified": False,
+                "session_data": {"ephemeral": ephemeral, "mac": mac, "ciphertext": ciphertext}}
+        r = await server.http.put("/_matrix/client/v3/room_keys/keys", {"rooms": rooms}, token=token, params={"version": version})
+        assert r.status == 200 and r.body["count"] == len(sessions), r.body
+
+        # A fresh device restores the backup and decrypts the old messages from /messages.
+        fresh = Device(server, alice, tmp_path / "fresh")
+        await fresh.login("restored device")
+        await fresh.sync()
+        r = await server.http.get("/_matrix/client/v3/room_keys/version", token=fresh.client.access_token)
+        assert r.body["auth_data"]["public_key"] == public
+        r = await server.http.get("/_matrix/client/v3/room_keys/keys", token=fresh.client.access_token,
+                                  params={"version": r.body["version"]})
+        restored = []
+        for room_id, room_data in r.body["rooms"].items():
+            for session_id, k in room_data["sessions"].items():
+                d = k["session_data"]
+                message = vodozemac.Message.from_base64(d["ciphertext"], d["mac"], d["ephemeral"])
+                plain = json.loads(backup_key.decrypt(message))
+                restored.append({**plain, "room_id": room_id, "session_id": session_id})
+        before = await fresh.client.room_messages(room, start="", limit=50)
+        undecryptable = 0
+        for ev in before.chunk:
+            if isinstance(ev, nio.MegolmEvent):
+                try:
+                    fresh.client.decrypt_event(ev)
+                except nio.EncryptionError:
+                    undecryptable += 1
+        assert undecryptable == len(old), "the fresh device must have no keys before the restore"
+        restore_file = tmp_path / "restore.keys"
+        restore_file.write_text(encrypt_key_export(json.dumps(restored).encode(), "restore-pass", rounds=1000))
+        await fresh.client.import_keys(str(restore_file), "restore-pass")
+        history = await fresh.client.room_messages(room, start="", limit=50)
+        assert isinstance(history, nio.RoomMessagesResponse), history
+        seen = {}
+        for ev in history.chunk:
+            if isinstance(ev, nio.MegolmEvent):
+                ev = fresh.client.decrypt_event(ev)
+            if isinstance(ev, nio.RoomMessageText):
+                seen[ev.event_id] = ev.body
+        assert {e: seen.get(e) for e in old} == old
+    finally:
+        for d in (a1, b1) + ((fresh,) if fresh else ()):
+            await d.close()
