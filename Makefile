@@ -33,7 +33,14 @@ $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json $(JS_DIR)/package-lock
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed
+# Synapse for the federation interop tests, in its own venv (it pins its own dependencies).
+SYNAPSE_VENV := .work/synapse-venv
+$(SYNAPSE_VENV)/.installed:
+	$(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'matrix-synapse>=1.140,<2'
+	@touch $@
+
+test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed $(SYNAPSE_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Qasid against Synapse on loopback (installs Synapse into bench/.work on first use), then state resolution.

@@ -49,7 +49,10 @@ from homeserver.services.to_device import ToDeviceService
 from homeserver.services.typing import TypingService
 from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
-from homeserver.signing_key import read_signing_keys
+from homeserver.signing_key import read_old_verify_keys, read_signing_keys
+
+from federation import api as federation_api
+from federation.runtime import FederationRuntime
 from homeserver.storage import Storage
 from homeserver.storage.sequences import current_id
 
@@ -105,6 +108,7 @@ class HomeServer:
     presence: PresenceService
     spaces: SpaceService
     user_data: UserDataService
+    federation: "FederationRuntime | None" = None
 
     @classmethod
     def build(cls, config: Config, storage: Storage, clock: Clock | None = None) -> "HomeServer":
@@ -115,7 +119,8 @@ class HomeServer:
         accounts = AccountService(storage, config, clock, hasher, sessions)
         uia = UiaService(storage, clock)
         reg_tokens = RegistrationTokenService(storage, clock)
-        signing_key = read_signing_keys(config.resolve_path(config.signing_key_path))[0]
+        key_path = config.resolve_path(config.signing_key_path)
+        signing_key = read_signing_keys(key_path)[0]
         notifier = Notifier()
         creator = EventCreator(storage, storage.state, clock, config.server_name, signing_key, notifier)
         membership = MembershipService(storage, creator, clock, config.server_name)
@@ -146,6 +151,7 @@ class HomeServer:
             streams=StreamPositions(storage),
             key_backup=KeyBackupService(storage), e2e_keys=e2e_keys, to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
+            federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys),
         )
 
     async def requester(self, request: web.Request) -> Requester:
@@ -176,11 +182,17 @@ class HomeServer:
         await self.registration_tokens.release_abandoned(abandoned)
 
 
+def mount_routes(app: web.Application) -> None:
+    """Every route this server serves: the client-server API and the federation and key APIs."""
+    mount_all(Routes(app))
+    federation_api.setup(app)
+
+
 def create_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[matrix_middleware], client_max_size=hs.config.max_request_body_size)
     app[HS] = hs
     app[REQUEST_ID] = [0]
-    mount_all(Routes(app))
+    mount_routes(app)
     return app
 
 
@@ -205,6 +217,8 @@ async def start_homeserver(config: Config, clock: Clock | None = None) -> tuple[
     async def on_cleanup(_: web.Application) -> None:
         if "sweeper" in task:
             task["sweeper"].cancel()
+        if hs.federation is not None:
+            await hs.federation.close()
         await storage.close()
 
     app.on_startup.append(on_startup)

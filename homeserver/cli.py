@@ -73,6 +73,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires-in", metavar="DURATION", help="e.g. 7d, 12h")
     p.add_argument("--token", help="use this token instead of a random one")
     with_config(tok.add_parser("list", help="list tokens"))
+
+    keys = sub.add_parser("keys", help="manage the server's signing key").add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)
+    keys.required = True
+    with_config(keys.add_parser("rotate", help="start signing with a new key; the old one stays published as an old key"))
     return parser
 
 
@@ -106,10 +110,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         _check_files(config)
         print(f"{args.config}: configuration is valid")
         return 0
+    if args.command == "keys":
+        return _rotate_key(config)
     if args.command == "run":
         _check_files(config)
         return _run(config)
     return asyncio.run(_offline_command(args, config))
+
+
+def _rotate_key(config: Config) -> int:
+    import time
+
+    from homeserver.signing_key import rotate_signing_key
+
+    _check_files(config)
+    old, new = rotate_signing_key(config.resolve_path(config.signing_key_path), int(time.time() * 1000))
+    print(f"now signing with {new}; {old} is published as an old key. Restart the server to use the new key.")
+    return 0
 
 
 def _load(path: str) -> Config:

@@ -114,6 +114,21 @@ class UserDirectory:
 
 
 @dataclass
+class FederationPeer:
+    address: str | None = _f(None, "host:port to connect to for this server (skips .well-known and SRV discovery).")
+    verify_keys: dict[str, str] = _f({}, "Pinned signing keys (key ID → unpadded base64 public key): trusted without fetching, and no other key of this server is accepted.")
+
+
+@dataclass
+class Federation:
+    directory: dict[str, FederationPeer] = _f({}, "Static federation directory: server name → address and pinned keys, for a closed federation.")
+    tls_ca_file: str | None = _f(None, "PEM CA bundle for checking other servers' certificates (e.g. the national CA). Default: the system store.")
+    verify_tls: bool = _f(True, "Verify other servers' TLS certificates. Only ever switch off in a test lab.")
+    notaries: list[str] = _f([], "Servers trusted to vouch for other servers' signing keys when those cannot be fetched directly.")
+    request_timeout: Duration = _f(Duration(30_000), "Timeout for one outbound federation request.")
+
+
+@dataclass
 class Presence:
     enabled: bool = _f(True, "Track and share online/offline status. Off stops the server storing or sending any presence.")
 
@@ -138,7 +153,8 @@ class Config:
     max_upload_size: Size = _f(Size(50 * 1024 * 1024), "Largest media upload accepted.")
     max_request_body_size: Size = _f(Size(8 * 1024 * 1024), "Largest JSON request body accepted (413 M_TOO_LARGE beyond).")
     default_room_version: str = _f(DEFAULT_ROOM_VERSION, "Room version for new rooms.")
-    federation_domain_whitelist: list[str] | None = _f(None, "When set, federate only with these server names.")
+    federation_domain_whitelist: list[str] | None = _f(None, "When set, federate only with these server names (inbound and outbound).")
+    federation: Federation = _f(Federation(), "Server-server settings: directory, TLS trust, notaries.")
     serve_server_wellknown: bool = _f(False, "Serve /.well-known/matrix/server pointing at this server's port 443.")
     extra_well_known_client_content: dict[str, Any] = _f({}, "Extra keys merged into /.well-known/matrix/client.")
     presence: Presence = _f(Presence(), "Presence (Synapse's shape).")
@@ -265,7 +281,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise fail()
-        return dict(value)
+        args = typing.get_args(tp)
+        if not args or args[1] is Any:
+            return dict(value)
+        return {_convert(k, args[0], path): _convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise fail()

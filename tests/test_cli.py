@@ -171,3 +171,30 @@ def test_run_refuses_a_newer_database(data_dir: Path) -> None:
         r = qasid(*args, "-c", str(cfg))
         assert r.returncode == 2 and "newer than this Qasid" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_keys_rotate_keeps_the_old_key_published(data_dir: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from homeserver.config import load_config
+    from homeserver.signing_key import read_old_verify_keys, read_signing_keys
+    from tests.support.servers import running_server
+
+    key_file = data_dir / "signing.key"
+    before = read_signing_keys(key_file)[0]
+    r = qasid("keys", "rotate", "-c", str(data_dir / "homeserver.yaml"))
+    assert r.returncode == 0, r.stderr
+    after = read_signing_keys(key_file)[0]
+    assert after.version != before.version and f"ed25519:{after.version}" in r.stdout
+    (old,) = read_old_verify_keys(key_file)
+    assert old.key_id == f"ed25519:{before.version}"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+    async def published() -> dict:
+        config = load_config(data_dir / "homeserver.yaml")
+        async with running_server(config) as srv:
+            return (await srv.http.get("/_matrix/key/v2/server")).body
+
+    body = asyncio.run(published())
+    assert list(body["verify_keys"]) == [f"ed25519:{after.version}"]
+    assert body["old_verify_keys"][old.key_id]["expired_ts"] == old.expired_ts

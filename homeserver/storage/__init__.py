@@ -13,6 +13,7 @@ from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.relations import RelationStore
 from homeserver.storage.search import SearchStore
+from homeserver.storage.server_keys import ServerKeyStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.uia import UiaStore
@@ -39,6 +40,7 @@ class Storage:
         self.e2e_keys = E2eKeyStore(db)
         self.to_device = ToDeviceStore(db)
         self.key_backup = KeyBackupStore(db)
+        self.server_keys = ServerKeyStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,13 +71,18 @@ class RunningServer:
 
 
 @asynccontextmanager
-async def running_server(config: Config, clock: Clock | None = None) -> AsyncIterator[RunningServer]:
+async def running_server(
+    config: Config, clock: Clock | None = None, *, host: str = "127.0.0.1", port: int = 0,
+    tls: ssl.SSLContext | None = None, client_tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[RunningServer]:
+    """``tls`` serves HTTPS (federation tests); ``client_tls`` is what the test's own client trusts."""
     hs, app = await start_homeserver(config, clock)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
+    server = TestServer(app, host=host, port=port)
+    await server.start_server(ssl=tls)
     base = str(server.make_url("/")).rstrip("/")
     try:
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(ssl=client_tls) if client_tls is not None else None
+        async with aiohttp.ClientSession(connector=connector) as session:
             yield RunningServer(hs, MatrixHttp(base, session), base, config)
     finally:
         await server.close()

@@ -1,0 +1,124 @@
+"""Federation HTTP handlers: the key server and notary, version, and the queries other servers make
+about our users (profiles, aliases, devices and E2EE keys). Thin: authenticate, call, return."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from homeserver.api.admin import QASID_VERSION
+from homeserver.api.context import hs_of
+from homeserver.api.http import json_response, read_json
+from homeserver.errors import MatrixError
+
+from federation.auth import authenticate
+
+if TYPE_CHECKING:
+    from federation.runtime import FederationRuntime
+
+F1 = "/_matrix/federation/v1"
+
+
+def fed_of(request: web.Request) -> "FederationRuntime":
+    fed = hs_of(request).federation
+    if fed is None:
+        raise MatrixError(404, "M_UNRECOGNIZED", "Federation is disabled on this server")
+    return fed
+
+
+async def _origin(request: web.Request, body: Any = None) -> str:
+    fed = fed_of(request)
+    return await authenticate(request, body, server_name=fed.server_name, keyring=fed.keyring, policy=fed.policy)
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+async def get_server_keys(request: web.Request) -> web.Response:
+    return json_response(fed_of(request).local_keys.response())
+
+
+async def get_query_keys(request: web.Request) -> web.Response:
+    fed = fed_of(request)
+    server = request.match_info["server_name"]
+    return json_response({"server_keys": await fed.notary_responses(server)})
+
+
+async def post_query_keys(request: web.Request) -> web.Response:
+    fed = fed_of(request)
+    body = await read_json(request)
+    wanted = body.get("server_keys")
+    if not isinstance(wanted, dict):
+        raise MatrixError(400, "M_BAD_JSON", "server_keys must be an object")
+    out: list[dict[str, Any]] = []
+    for server in wanted:
+        out += await fed.notary_responses(server)
+    return json_response({"server_keys": out})
+
+
+# --- version and queries --------------------------------------------------------------------
+
+async def get_version(request: web.Request) -> web.Response:
+    return json_response({"server": {"name": "Qasid", "version": QASID_VERSION}})
+
+
+async def get_query_profile(request: web.Request) -> web.Response:
+    await _origin(request)
+    hs = hs_of(request)
+    user_id = request.query.get("user_id")
+    if not user_id:
+        raise MatrixError(400, "M_MISSING_PARAM", "user_id is required")
+    if not hs.profiles.is_local(user_id):
+        raise MatrixError(403, "M_FORBIDDEN", "That user is not on this server")
+    field = request.query.get("field")
+    profile = await hs.profiles.get_profile(user_id)
+    if field:
+        return json_response({field: profile[field]} if profile.get(field) is not None else {})
+    return json_response({k: v for k, v in profile.items() if v is not None})
+
+
+async def get_query_directory(request: web.Request) -> web.Response:
+    await _origin(request)
+    hs = hs_of(request)
+    alias = request.query.get("room_alias")
+    if not alias:
+        raise MatrixError(400, "M_MISSING_PARAM", "room_alias is required")
+    found = await hs.storage.aliases.get(alias)
+    if found is None:
+        raise MatrixError(404, "M_NOT_FOUND", "Room alias not found")
+    return json_response({"room_id": found[0], "servers": [hs.config.server_name]})
+
+
+async def get_user_devices(request: web.Request) -> web.Response:
+    await _origin(request)
+    fed = fed_of(request)
+    return json_response(await fed.user_devices(request.match_info["user_id"]))
+
+
+async def post_user_keys_query(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    await _origin(request, body)
+    fed = fed_of(request)
+    return json_response(await fed.keys_query(body))
+
+
+async def post_user_keys_claim(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    await _origin(request, body)
+    fed = fed_of(request)
+    return json_response(await fed.keys_claim(body))
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_route("GET", "/_matrix/key/v2/server", get_server_keys)
+    r.add_route("GET", "/_matrix/key/v2/server/{key_id}", get_server_keys)
+    r.add_route("GET", "/_matrix/key/v2/query/{server_name}", get_query_keys)
+    r.add_route("GET", "/_matrix/key/v2/query/{server_name}/{key_id}", get_query_keys)
+    r.add_route("POST", "/_matrix/key/v2/query", post_query_keys)
+    r.add_route("GET", f"{F1}/version", get_version)
+    r.add_route("GET", f"{F1}/query/profile", get_query_profile)
+    r.add_route("GET", f"{F1}/query/directory", get_query_directory)
+    r.add_route("GET", f"{F1}/user/devices/{{user_id}}", get_user_devices)
+    r.add_route("POST", f"{F1}/user/keys/query", post_user_keys_query)
+    r.add_route("POST", f"{F1}/user/keys/claim", post_user_keys_claim)

@@ -1,0 +1,138 @@
+"""Server keys, the notary, X-Matrix request auth, the allowlist and the federation queries, between
+two Qasid servers over real TLS on loopback."""
+
+from __future__ import annotations
+
+import pytest
+from nacl.signing import SigningKey
+from unpaddedbase64 import encode_base64
+
+from federation.client import FederationError
+from federation.keyring import KeyNotFound
+from homeserver.events.signing import verify_json_signature
+from homeserver.events.xmatrix import sign_request
+from tests.support.servers import RunningServer
+
+
+async def test_key_server_and_direct_fetch(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    r = await hs1.http.get("/_matrix/key/v2/server")
+    assert r.status == 200
+    keys = r.body
+    assert keys["server_name"] == hs1.config.server_name
+    (kid, entry), = keys["verify_keys"].items()
+    assert keys["valid_until_ts"] > hs1.hs.clock.time_ms() and keys["old_verify_keys"] == {}
+    fed1 = hs1.hs.federation
+    assert kid == fed1.local_keys.key_id and entry["key"] == fed1.local_keys.public_key
+    # hs2 fetches hs1's key over TLS (checked against the test CA), checks it, and keeps it.
+    info = await hs2.hs.federation.keyring.get_key(hs1.config.server_name, kid)
+    assert encode_base64(bytes(info.verify_key)) == entry["key"]
+    stored = await hs2.hs.storage.server_keys.get(hs1.config.server_name, kid)
+    assert stored is not None and stored.source == "direct" and stored.response["signatures"] == keys["signatures"]
+    with pytest.raises(KeyNotFound):
+        await hs2.hs.federation.keyring.get_key(hs1.config.server_name, "ed25519:nope")
+
+
+async def test_notary_countersigns(federation) -> None:
+    hs1 = await federation("127.0.0.1")
+    hs2 = await federation("127.0.0.2")
+    name1, name2 = hs1.config.server_name, hs2.config.server_name
+    r = await hs2.http.post("/_matrix/key/v2/query", {"server_keys": {name1: {}}})
+    assert r.status == 200, r.body
+    (resp,), notary_key = r.body["server_keys"], hs2.hs.federation.local_keys
+    assert resp["server_name"] == name1
+    assert verify_json_signature(resp, name2, notary_key.key_id, notary_key.signing_key.verify_key)
+    assert verify_json_signature(resp, name1, hs1.hs.federation.local_keys.key_id, hs1.hs.federation.local_keys.signing_key.verify_key)
+    r = await hs2.http.get(f"/_matrix/key/v2/query/{name2}")
+    assert r.body["server_keys"][0]["server_name"] == name2
+
+
+async def test_signed_queries_profile_directory_devices_keys(federation) -> None:
+    hs1 = await federation("127.0.0.1")
+    hs2 = await federation("127.0.0.2")
+    alice = await hs1.create_user("alice")
+    await hs1.hs.profiles.set_field(alice, alice, "displayname", "Alice of MoFA")
+    client2 = hs2.hs.federation.client
+    name1 = hs1.config.server_name
+    profile = await client2.get_json(name1, "/_matrix/federation/v1/query/profile", {"user_id": alice})
+    assert profile == {"displayname": "Alice of MoFA"}
+    assert await client2.get_json(name1, "/_matrix/federation/v1/query/profile",
+                                  {"user_id": alice, "field": "displayname"}) == {"displayname": "Alice of MoFA"}
+    with pytest.raises(FederationError) as e:
+        await client2.get_json(name1, "/_matrix/federation/v1/query/profile", {"user_id": f"@nobody:{name1}"})
+    assert e.value.status == 404 and e.value.errcode == "M_NOT_FOUND"
+    with pytest.raises(FederationError) as e:
+        await client2.get_json(name1, "/_matrix/federation/v1/query/directory", {"room_alias": f"#none:{name1}"})
+    assert e.value.status == 404
+    devices = await client2.get_json(name1, f"/_matrix/federation/v1/user/devices/{alice}")
+    assert devices["user_id"] == alice and devices["devices"] == []
+    assert await client2.post_json(name1, "/_matrix/federation/v1/user/keys/query", {"device_keys": {alice: []}}) == {
+        "device_keys": {alice: {}}, "master_keys": {}, "self_signing_keys": {}}
+    version = await client2.get_json(name1, "/_matrix/federation/v1/version", signed=False)
+    assert version["server"]["name"] == "Qasid"
+
+
+async def test_unsigned_forged_and_misdirected_requests_are_refused(federation) -> None:
+    hs1 = await federation("127.0.0.1")
+    hs2 = await federation("127.0.0.2")
+    alice = await hs1.create_user("alice")
+    path = f"/_matrix/federation/v1/query/profile?user_id={alice}"  # '@' and ':' need no escaping in a query
+    r = await hs1.http.get(path)
+    assert r.status == 401 and r.body["errcode"] == "M_UNAUTHORIZED"
+    name1, name2 = hs1.config.server_name, hs2.config.server_name
+    # Signed by a key that is not hs2's.
+    stranger = SigningKey.generate()
+    stranger.version = hs2.hs.federation.local_keys.signing_key.version  # type: ignore[attr-defined]
+    forged = sign_request(name2, name1, "GET", path, None, stranger)
+    r = await hs1.http.get(path, headers={"Authorization": forged})
+    assert r.status == 401 and r.body["errcode"] == "M_UNAUTHORIZED"
+    # Properly signed, but for another destination.
+    wrong_dest = sign_request(name2, "elsewhere.example", "GET", path, None, hs2.hs.federation.local_keys.signing_key)
+    r = await hs1.http.get(path, headers={"Authorization": wrong_dest})
+    assert r.status == 401
+    # Properly signed for hs1: accepted.
+    good = sign_request(name2, name1, "GET", path, None, hs2.hs.federation.local_keys.signing_key)
+    r = await hs1.http.get(path, headers={"Authorization": good})
+    assert r.status == 200, r.body
+    r = await hs1.http.get(path, headers={"Authorization": "X-Matrix garbage"})
+    assert r.status == 401
+
+
+async def test_allowlist_closes_federation_both_ways(federation) -> None:
+    hs1 = await federation("127.0.0.1", federation_domain_whitelist=["allowed.example"])
+    hs2 = await federation("127.0.0.2")
+    alice = await hs1.create_user("alice")
+    name1, name2 = hs1.config.server_name, hs2.config.server_name
+    with pytest.raises(FederationError) as e:
+        await hs2.hs.federation.client.get_json(name1, "/_matrix/federation/v1/query/profile", {"user_id": alice})
+    assert e.value.status == 403 and e.value.errcode == "M_FORBIDDEN"
+    with pytest.raises(FederationError) as e:
+        await hs1.hs.federation.client.get_json(name2, "/_matrix/federation/v1/version")
+    assert "allowlist" in str(e.value)
+
+
+async def test_pinned_keys_are_trusted_without_fetching_and_exclusively(federation, tmp_path) -> None:
+    hs1 = await federation("127.0.0.1")
+    local1 = hs1.hs.federation.local_keys
+    other = SigningKey.generate()
+    # hs2 pins a key for hs1 that is not hs1's: hs1's real signatures must then be refused.
+    hs2 = await federation("127.0.0.2", federation={"directory": {hs1.config.server_name: {
+        "verify_keys": {local1.key_id: encode_base64(bytes(other.verify_key))}}}})
+    alice = await hs2.create_user("alice")
+    with pytest.raises(FederationError) as e:
+        await hs1.hs.federation.client.get_json(hs2.config.server_name, "/_matrix/federation/v1/query/profile",
+                                                {"user_id": alice})
+    assert e.value.status == 401
+    assert await hs2.hs.storage.server_keys.for_server(hs1.config.server_name) == []  # nothing fetched
+
+
+async def test_tls_is_checked_against_the_configured_ca(federation, tmp_path) -> None:
+    from tests.support.tls import TestCA
+
+    hs1 = await federation("127.0.0.1")
+    other_ca = TestCA(tmp_path / "other-ca")
+    hs2 = await federation("127.0.0.2", federation={"tls_ca_file": str(other_ca.ca_file)})
+    with pytest.raises(FederationError) as e:
+        await hs2.hs.federation.client.get_json(hs1.config.server_name, "/_matrix/federation/v1/version", signed=False)
+    assert "request failed" in str(e.value)
