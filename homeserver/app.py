@@ -20,6 +20,7 @@ from homeserver.config import Config
 from homeserver.errors import MatrixError
 from homeserver.services.admin import AdminService
 from homeserver.services.accounts import AccountService, password_stage
+from homeserver.services.dehydrated_devices import DehydratedDeviceService
 from homeserver.services.devices import DeviceService
 from homeserver.services.directory import DirectoryService
 from homeserver.services.e2e_keys import E2eKeyService
@@ -98,6 +99,7 @@ class HomeServer:
     e2e_keys: "E2eKeyService"
     to_device: "ToDeviceService"
     key_backup: "KeyBackupService"
+    dehydrated_devices: "DehydratedDeviceService"
     admin: AdminService
     typing: TypingService
     push_rules: PushRuleService
@@ -149,7 +151,8 @@ class HomeServer:
             room_upgrade=RoomUpgradeService(storage, creator),
             search=SearchService(storage, formatter, visibility),
             streams=StreamPositions(storage),
-            key_backup=KeyBackupService(storage), e2e_keys=e2e_keys, to_device=ToDeviceService(storage, notifier, clock, config.server_name),
+            key_backup=KeyBackupService(storage), e2e_keys=e2e_keys,
+            dehydrated_devices=DehydratedDeviceService(storage, e2e_keys, clock), to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
             federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys),
         )

@@ -15,7 +15,7 @@ SPEC_VERSIONS = [
 
 
 async def get_versions(request: web.Request) -> web.Response:
-    return json_response({"versions": SPEC_VERSIONS, "unstable_features": {}})
+    return json_response({"versions": SPEC_VERSIONS, "unstable_features": {"org.matrix.msc3814": True}})
 
 
 async def well_known_client(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from homeserver.storage.database import Connection, Database, connect
+from homeserver.storage.dehydrated_devices import DehydratedDeviceStore
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.events import AliasStore, EventStore
@@ -41,6 +42,7 @@ class Storage:
         self.to_device = ToDeviceStore(db)
         self.key_backup = KeyBackupStore(db)
         self.server_keys = ServerKeyStore(db)
+        self.dehydrated_devices = DehydratedDeviceStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":
