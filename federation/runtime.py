@@ -14,7 +14,7 @@ from homeserver.signing_key import OldVerifyKey
 from homeserver.storage import Storage
 from homeserver.storage.sequences import current_id
 
-from federation.client import FederationClient
+from federation.client import FederationClient, FederationError
 from federation.keyring import Keyring
 from federation.policy import FederationPolicy
 from federation.server_keys import LocalServerKeys
@@ -54,6 +54,45 @@ class FederationRuntime:
 
     async def close(self) -> None:
         await self.client.close()
+
+    # --- asking other servers (for our clients) --------------------------------------------
+
+    @staticmethod
+    def _as_client_error(e: FederationError, not_found: str) -> MatrixError:
+        """A remote failure as our clients see it: the remote's 404 stays a 404, anything else is 502."""
+        if e.status == 404:
+            return MatrixError(404, "M_NOT_FOUND", not_found)
+        if e.status == 403 and "allowlist" in str(e):
+            return MatrixError(403, "M_FORBIDDEN", "This server does not federate with that server")
+        return MatrixError(502, "M_UNKNOWN", f"Could not get an answer from {e.destination}")
+
+    async def remote_profile(self, user_id: str) -> dict[str, Any]:
+        server = user_id.split(":", 1)[1]
+        try:
+            body = await self.client.get_json(server, "/_matrix/federation/v1/query/profile", {"user_id": user_id})
+        except FederationError as e:
+            raise self._as_client_error(e, "Profile was not found") from None
+        if not isinstance(body, dict):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} sent a malformed profile")
+        return body
+
+    async def remote_alias(self, alias: str) -> dict[str, Any]:
+        server = alias.split(":", 1)[1]
+        try:
+            body = await self.client.get_json(server, "/_matrix/federation/v1/query/directory", {"room_alias": alias})
+        except FederationError as e:
+            raise self._as_client_error(e, f"Room alias {alias} not found") from None
+        if not isinstance(body, dict) or not isinstance(body.get("room_id"), str):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} sent a malformed directory answer")
+        servers = [s for s in body.get("servers", []) if isinstance(s, str)] or [server]
+        return {"room_id": body["room_id"], "servers": servers}
+
+    async def remote_keys_query(self, server: str, device_keys: dict[str, list[str]]) -> dict[str, Any]:
+        """Raises FederationError; the key service turns that into a per-server failure."""
+        return await self.client.post_json(server, "/_matrix/federation/v1/user/keys/query", {"device_keys": device_keys})
+
+    async def remote_keys_claim(self, server: str, one_time_keys: dict[str, dict[str, str]]) -> dict[str, Any]:
+        return await self.client.post_json(server, "/_matrix/federation/v1/user/keys/claim", {"one_time_keys": one_time_keys})
 
     async def _fetch_keys(self, server_name: str) -> Mapping[str, Any]:
         return await self.client.get_json(server_name, "/_matrix/key/v2/server", signed=False)

@@ -135,7 +135,7 @@ class HomeServer:
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
         e2e_keys = E2eKeyService(storage, notifier, config.server_name)
         creator.in_transaction.append(push.record)
-        return cls(
+        hs = cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
             registration=RegistrationService(storage, config, clock, accounts, uia, reg_tokens, ratelimiter),
@@ -156,6 +156,11 @@ class HomeServer:
             admin=AdminService(storage, config, clock, accounts),
             federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys),
         )
+        if hs.federation is not None:
+            hs.profiles.remote_lookup = hs.federation.remote_profile
+            e2e_keys.remote_query = hs.federation.remote_keys_query
+            e2e_keys.remote_claim = hs.federation.remote_keys_claim
+        return hs
 
     async def requester(self, request: web.Request) -> Requester:
         """Authenticate the request's access token (401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise)."""

@@ -201,6 +201,10 @@ async def messages(request: web.Request) -> web.Response:
 async def get_alias(request: web.Request) -> web.Response:
     hs = hs_of(request)
     alias = request.match_info["alias"]
+    if ":" not in alias or not alias.startswith("#"):
+        raise MatrixError(400, "M_INVALID_PARAM", "Not a room alias")
+    if alias.split(":", 1)[1] != hs.config.server_name and hs.federation is not None:
+        return json_response(await hs.federation.remote_alias(alias))
     found = await hs.storage.aliases.get(alias)
     if found is None:
         raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias} not found")

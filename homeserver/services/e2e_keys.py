@@ -8,7 +8,7 @@ handed a key that its owner did not sign; it never sees a private key.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import orjson
 from nacl.signing import VerifyKey
@@ -58,6 +58,9 @@ class E2eKeyService:
         self.storage = storage
         self.notifier = notifier
         self.server_name = server_name
+        # Set by the composition root when federation is on: (server, request part) -> response body.
+        self.remote_query: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
+        self.remote_claim: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self.server_name)
@@ -149,10 +152,7 @@ class E2eKeyService:
                 raise _bad(f"device_keys.{uid} must be a list of device IDs", "M_BAD_JSON")
         local = [u for u in wanted if self.is_local(u)]
         failures: dict[str, Any] = {}
-        for uid in wanted:
-            if not self.is_local(uid):
-                server = uid.split(":", 1)[1] if ":" in uid else uid
-                failures[server] = {"status": 503, "message": "Federation is not available"}
+        remote_found = await self._query_remote({u: d for u, d in wanted.items() if not self.is_local(u)}, failures)
         found = await self.storage.e2e_keys.devices_with_keys(local)
         out_devices: dict[str, Any] = {}
         master_keys: dict[str, Any] = {}
@@ -178,10 +178,48 @@ class E2eKeyService:
                 self_signing[uid] = cross["self_signing"]
             if uid == requester and "user_signing" in cross:
                 user_signing[uid] = cross["user_signing"]
+        for uid, devices in remote_found.get("device_keys", {}).items():
+            out_devices[uid] = devices
+        master_keys.update(remote_found.get("master_keys", {}))
+        self_signing.update(remote_found.get("self_signing_keys", {}))
         return {
             "device_keys": out_devices, "failures": failures, "master_keys": master_keys,
             "self_signing_keys": self_signing, "user_signing_keys": user_signing,
         }
+
+    async def _query_remote(self, wanted: Mapping[str, list[str]], failures: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Ask each remote server for its own users' keys; keep only what belongs to the users asked
+        about, and what a server could not answer becomes its entry in ``failures``."""
+        by_server: dict[str, dict[str, list[str]]] = {}
+        for uid, devices in wanted.items():
+            server = uid.split(":", 1)[1] if ":" in uid else uid
+            by_server.setdefault(server, {})[uid] = list(devices)
+        out: dict[str, dict[str, Any]] = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
+        for server, users in by_server.items():
+            if self.remote_query is None:
+                failures[server] = {"status": 503, "message": "Federation is not available"}
+                continue
+            try:
+                body = await self.remote_query(server, users)
+            except Exception as e:  # noqa: BLE001 - an unreachable server is reported, not raised
+                failures[server] = {"status": getattr(e, "status", None) or 503, "message": str(e)}
+                continue
+            if not isinstance(body, dict):
+                failures[server] = {"status": 502, "message": "malformed response"}
+                continue
+            for uid in users:
+                devices = (body.get("device_keys") or {}).get(uid)
+                if isinstance(devices, dict):
+                    out["device_keys"][uid] = {
+                        did: keys for did, keys in devices.items()
+                        if isinstance(keys, dict) and keys.get("user_id") == uid and keys.get("device_id") == did
+                        and (not users[uid] or did in users[uid])
+                    }
+                for section in ("master_keys", "self_signing_keys"):
+                    key = (body.get(section) or {}).get(uid)
+                    if isinstance(key, dict) and key.get("user_id") == uid:
+                        out[section][uid] = key
+        return out
 
     # --- /keys/claim -------------------------------------------------------------------------
 
@@ -191,12 +229,13 @@ class E2eKeyService:
             raise _bad("one_time_keys must be an object", "M_BAD_JSON")
         out: dict[str, Any] = {}
         failures: dict[str, Any] = {}
+        remote: dict[str, dict[str, dict[str, str]]] = {}
         for uid, devices in wanted.items():
             if not isinstance(devices, dict) or not all(isinstance(a, str) for a in devices.values()):
                 raise _bad(f"one_time_keys.{uid} must map device IDs to algorithms", "M_BAD_JSON")
             if not self.is_local(uid):
                 server = uid.split(":", 1)[1] if ":" in uid else uid
-                failures[server] = {"status": 503, "message": "Federation is not available"}
+                remote.setdefault(server, {})[uid] = dict(devices)
                 continue
             for did, alg in devices.items():
                 got = await self.storage.e2e_keys.claim_one_time_key(uid, did, alg)
@@ -204,6 +243,20 @@ class E2eKeyService:
                     got = await self.storage.e2e_keys.claim_fallback_key(uid, did, alg)
                 if got is not None:
                     out.setdefault(uid, {})[did] = {f"{alg}:{got[0]}": got[1]}
+        for server, users in remote.items():
+            if self.remote_claim is None:
+                failures[server] = {"status": 503, "message": "Federation is not available"}
+                continue
+            try:
+                body = await self.remote_claim(server, users)
+            except Exception as e:  # noqa: BLE001
+                failures[server] = {"status": getattr(e, "status", None) or 503, "message": str(e)}
+                continue
+            claimed = body.get("one_time_keys") if isinstance(body, dict) else None
+            for uid in users:
+                got = (claimed or {}).get(uid)
+                if isinstance(got, dict):
+                    out[uid] = {did: k for did, k in got.items() if did in users[uid] and isinstance(k, dict)}
         return {"one_time_keys": out, "failures": failures}
 
     # --- device lists ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
 
@@ -26,14 +26,17 @@ class ProfileService:
         self.storage = storage
         self.server_name = server_name
         self.creator = creator
+        # Set by the composition root when federation is on.
+        self.remote_lookup: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self.server_name) and user_id.startswith("@")
 
     async def get_profile(self, user_id: str) -> dict[str, Any]:
         if not self.is_local(user_id):
-            # Remote profiles come over federation (step 5); until then they are simply unknown.
-            raise MatrixError(404, "M_NOT_FOUND", "Profile was not found")
+            if self.remote_lookup is None or not user_id.startswith("@") or ":" not in user_id:
+                raise MatrixError(404, "M_NOT_FOUND", "Profile was not found")
+            return await self.remote_lookup(user_id)
         user = await self.storage.users.get(user_id)
         if user is None:
             raise MatrixError(404, "M_NOT_FOUND", "Profile was not found")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.databases import fresh_database
 from tests.support.servers import RunningServer, make_config, running_server
-from tests.support.tls import TestCA
+from tests.support.tls import LocalCA
 
 
 def free_port(host: str) -> int:
@@ -26,12 +26,12 @@ def free_port(host: str) -> int:
 
 
 @pytest.fixture
-def test_ca(tmp_path: Path) -> TestCA:
-    return TestCA(tmp_path / "ca")
+def test_ca(tmp_path: Path) -> LocalCA:
+    return LocalCA(tmp_path / "ca")
 
 
 @pytest.fixture
-async def federation(tmp_path: Path, test_ca: TestCA) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+async def federation(tmp_path: Path, test_ca: LocalCA) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     """Factory: ``await federation("127.0.0.2", **config_overrides)`` starts a TLS server there."""
     stack = AsyncExitStack()
     count = [0]

@@ -128,11 +128,47 @@ async def test_pinned_keys_are_trusted_without_fetching_and_exclusively(federati
 
 
 async def test_tls_is_checked_against_the_configured_ca(federation, tmp_path) -> None:
-    from tests.support.tls import TestCA
+    from tests.support.tls import LocalCA
 
     hs1 = await federation("127.0.0.1")
-    other_ca = TestCA(tmp_path / "other-ca")
+    other_ca = LocalCA(tmp_path / "other-ca")
     hs2 = await federation("127.0.0.2", federation={"tls_ca_file": str(other_ca.ca_file)})
     with pytest.raises(FederationError) as e:
         await hs2.hs.federation.client.get_json(hs1.config.server_name, "/_matrix/federation/v1/version", signed=False)
     assert "request failed" in str(e.value)
+
+
+async def test_clients_see_remote_profiles_aliases_and_device_keys(federation) -> None:
+    from tests.rooms.test_e2e_keys import _key, device_keys
+    from homeserver.events.signing import sign_json
+
+    hs1 = await federation("127.0.0.1")
+    hs2 = await federation("127.0.0.2")
+    alice, ta, da = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    C = "/_matrix/client/v3"
+    assert (await hs1.http.put(f"{C}/profile/{alice}/displayname", {"displayname": "Alice, MoFA"}, token=ta)).status == 200
+    room = (await hs1.http.post(f"{C}/createRoom", {"room_alias_name": "cabinet"}, token=ta)).body["room_id"]
+    k = _key(da)
+    await hs1.http.post(f"{C}/keys/upload", {"device_keys": device_keys(alice, da, k),
+                                            "one_time_keys": {"signed_curve25519:A": sign_json({"key": "o"}, alice, k)}}, token=ta)
+
+    # Bob, on hs2, sees Alice's profile, her room alias and her device keys, all fetched from hs1.
+    r = await hs2.http.get(f"{C}/profile/{alice}", token=tb)
+    assert r.status == 200 and r.body["displayname"] == "Alice, MoFA", r.body
+    r = await hs2.http.get(f"{C}/profile/{alice}/displayname", token=tb)
+    assert r.body == {"displayname": "Alice, MoFA"}
+    r = await hs2.http.get(f"{C}/directory/room/%23cabinet:{hs1.config.server_name}", token=tb)
+    assert r.status == 200 and r.body == {"room_id": room, "servers": [hs1.config.server_name]}, r.body
+    r = await hs2.http.get(f"{C}/directory/room/%23nothing:{hs1.config.server_name}", token=tb)
+    assert r.status == 404 and r.body["errcode"] == "M_NOT_FOUND"
+    r = await hs2.http.get(f"{C}/profile/@ghost:{hs1.config.server_name}", token=tb)
+    assert r.status == 404
+    r = await hs2.http.post(f"{C}/keys/query", {"device_keys": {alice: [], bob: []}}, token=tb)
+    assert r.status == 200 and r.body["failures"] == {}
+    assert r.body["device_keys"][alice][da]["keys"] == device_keys(alice, da, k)["keys"]
+    r = await hs2.http.post(f"{C}/keys/claim", {"one_time_keys": {alice: {da: "signed_curve25519"}}}, token=tb)
+    assert list(r.body["one_time_keys"][alice][da]) == ["signed_curve25519:A"]
+    # An unreachable server is a failure entry, not an error.
+    r = await hs2.http.post(f"{C}/keys/query", {"device_keys": {"@x:127.0.0.9:1": []}}, token=tb)
+    assert r.status == 200 and "127.0.0.9:1" in r.body["failures"]

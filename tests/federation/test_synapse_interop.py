@@ -12,11 +12,11 @@ import pytest
 from tests.federation.conftest import free_port
 from tests.support.servers import RunningServer
 from tests.support.synapse import SynapseServer, start_synapse, stop_synapse
-from tests.support.tls import TestCA
+from tests.support.tls import LocalCA
 
 
 @pytest.fixture
-async def synapse(test_ca: TestCA, tmp_path: Path) -> AsyncIterator[SynapseServer]:
+async def synapse(test_ca: LocalCA, tmp_path: Path) -> AsyncIterator[SynapseServer]:
     ip = "127.0.0.3"
     server = await start_synapse(test_ca, tmp_path / "synapse", ip, free_port(ip), free_port(ip))
     try:
@@ -55,6 +55,13 @@ async def test_qasid_and_synapse_query_each_other(federation: Any, synapse: Syna
                           headers=headers) as r:
             body = await r.json()
             assert r.status == 200 and body["failures"] == {} and body["device_keys"] == {alice: {}}, body
+    # A Qasid client sees the Synapse user's profile and device list through its own server.
+    login = await hs1.http.login("alice", "password123")
+    token = login.body["access_token"]
+    r = await hs1.http.get(f"/_matrix/client/v3/profile/{bob}", token=token)
+    assert r.status == 200 and r.body.get("displayname") == "Bob (Synapse)", r.body
+    r = await hs1.http.post("/_matrix/client/v3/keys/query", {"device_keys": {bob: []}}, token=token)
+    assert r.status == 200 and r.body["failures"] == {} and bob in r.body["device_keys"], r.body
     stored = await hs1.hs.storage.server_keys.for_server(synapse.server_name)
     assert stored and stored[0].source == "direct"
     assert name1

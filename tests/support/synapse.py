@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.support.tls import TestCA
+from tests.support.tls import LocalCA
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".work" / "synapse-venv"
@@ -68,7 +68,7 @@ class SynapseServer:
         return "\n".join(out)
 
 
-async def start_synapse(ca: TestCA, data: Path, ip: str, fed_port: int, client_port: int,
+async def start_synapse(ca: LocalCA, data: Path, ip: str, fed_port: int, client_port: int,
                         extra: dict[str, Any] | None = None) -> SynapseServer:
     python = require_synapse()
     data.mkdir(parents=True, exist_ok=True)

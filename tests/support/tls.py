@@ -20,7 +20,7 @@ def _name(cn: str) -> x509.Name:
 
 
 @dataclass
-class TestCA:
+class LocalCA:
     directory: Path
 
     def __post_init__(self) -> None:
