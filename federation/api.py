@@ -109,6 +109,36 @@ async def post_user_keys_claim(request: web.Request) -> web.Response:
     return json_response(await fed.keys_claim(body))
 
 
+async def get_public_rooms(request: web.Request) -> web.Response:
+    await _origin(request)
+    hs = hs_of(request)
+    limit = request.query.get("limit")
+    if limit is not None and not limit.isdigit():
+        raise MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer")
+    return json_response(await hs.directory.public_rooms(
+        limit=int(limit) if limit is not None else None, since=request.query.get("since"), search=None))
+
+
+async def post_public_rooms(request: web.Request) -> web.Response:
+    body = await read_json(request, allow_empty=True)
+    await _origin(request, body if body else None)
+    hs = hs_of(request)
+    limit, since, flt = body.get("limit"), body.get("since"), body.get("filter") or {}
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise MatrixError(400, "M_BAD_JSON", "limit must be an integer")
+    if since is not None and not isinstance(since, str):
+        raise MatrixError(400, "M_BAD_JSON", "since must be a string")
+    term = flt.get("generic_search_term") if isinstance(flt, dict) else None
+    if term is not None and not isinstance(term, str):
+        raise MatrixError(400, "M_BAD_JSON", "generic_search_term must be a string")
+    return json_response(await hs.directory.public_rooms(limit=limit, since=since, search=term))
+
+
+async def get_openid_userinfo(request: web.Request) -> web.Response:
+    """Authenticated by the OpenID token itself (the caller is a third party, not a server)."""
+    return json_response(await hs_of(request).openid.userinfo(request.query.get("access_token")))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_route("GET", "/_matrix/key/v2/server", get_server_keys)
@@ -122,3 +152,6 @@ def setup(app: web.Application) -> None:
     r.add_route("GET", f"{F1}/user/devices/{{user_id}}", get_user_devices)
     r.add_route("POST", f"{F1}/user/keys/query", post_user_keys_query)
     r.add_route("POST", f"{F1}/user/keys/claim", post_user_keys_claim)
+    r.add_route("GET", f"{F1}/publicRooms", get_public_rooms)
+    r.add_route("POST", f"{F1}/publicRooms", post_public_rooms)
+    r.add_route("GET", f"{F1}/openid/userinfo", get_openid_userinfo)

@@ -87,6 +87,20 @@ class FederationRuntime:
         servers = [s for s in body.get("servers", []) if isinstance(s, str)] or [server]
         return {"room_id": body["room_id"], "servers": servers}
 
+    async def remote_public_rooms(self, server: str, body: dict[str, Any] | None, query: dict[str, str] | None) -> dict[str, Any]:
+        """Another server's published rooms (POST with a body to search, GET otherwise)."""
+        path = "/_matrix/federation/v1/publicRooms"
+        try:
+            if body is not None:
+                result = await self.client.post_json(server, path, body)
+            else:
+                result = await self.client.get_json(server, path, query or {})
+        except FederationError as e:
+            raise self._as_client_error(e, "That server has no room directory") from None
+        if not isinstance(result, dict) or not isinstance(result.get("chunk"), list):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} sent a malformed room list")
+        return result
+
     async def remote_keys_query(self, server: str, device_keys: dict[str, list[str]]) -> dict[str, Any]:
         """Raises FederationError; the key service turns that into a per-server failure."""
         return await self.client.post_json(server, "/_matrix/federation/v1/user/keys/query", {"device_keys": device_keys})

@@ -37,6 +37,7 @@ from homeserver.services.filters import FilterService
 from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
+from homeserver.services.openid import OpenIdService
 from homeserver.services.room_creation import RoomCreationService
 from homeserver.services.room_upgrade import RoomUpgradeService
 from homeserver.services.rooms import RoomService
@@ -100,6 +101,7 @@ class HomeServer:
     to_device: "ToDeviceService"
     key_backup: "KeyBackupService"
     dehydrated_devices: "DehydratedDeviceService"
+    openid: "OpenIdService"
     admin: AdminService
     typing: TypingService
     push_rules: PushRuleService
@@ -152,7 +154,8 @@ class HomeServer:
             search=SearchService(storage, formatter, visibility),
             streams=StreamPositions(storage),
             key_backup=KeyBackupService(storage), e2e_keys=e2e_keys,
-            dehydrated_devices=DehydratedDeviceService(storage, e2e_keys, clock), to_device=ToDeviceService(storage, notifier, clock, config.server_name),
+            dehydrated_devices=DehydratedDeviceService(storage, e2e_keys, clock),
+            openid=OpenIdService(storage, clock, config.server_name), to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
             federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys),
         )

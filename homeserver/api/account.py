@@ -57,7 +57,15 @@ async def get_protocols(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def post_openid_request_token(request: web.Request) -> web.Response:
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    await read_json(request, allow_empty=True)
+    return json_response(await hs.openid.request_token(requester.user_id, request.match_info["user_id"]))
+
+
 def setup(routes: Routes) -> None:
+    routes.client("POST", "/user/{user_id}/openid/request_token", post_openid_request_token)
     routes.client("GET", "/account/whoami", get_whoami)
     routes.client("POST", "/account/password", post_password)
     routes.client("POST", "/account/deactivate", post_deactivate)

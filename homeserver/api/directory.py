@@ -22,16 +22,23 @@ async def put_visibility(request: web.Request) -> web.Response:
     return json_response({})
 
 
-def _server(request: web.Request, server: object) -> None:
-    if server is not None and server != hs_of(request).config.server_name:
-        # Other servers' directories need federation (step 5).
+def _remote(request: web.Request, server: object) -> str | None:
+    """The other server whose directory is asked for, or None for ours."""
+    hs = hs_of(request)
+    if server is None or server == hs.config.server_name:
+        return None
+    if hs.federation is None:
         raise MatrixError(400, "M_UNKNOWN", "Only this server's room directory can be listed")
+    return str(server)
 
 
 async def get_public_rooms(request: web.Request) -> web.Response:
     hs = hs_of(request)
     await hs.requester(request)
-    _server(request, request.query.get("server"))
+    remote = _remote(request, request.query.get("server"))
+    if remote is not None:
+        query = {k: v for k, v in (("limit", request.query.get("limit")), ("since", request.query.get("since"))) if v is not None}
+        return json_response(await hs.federation.remote_public_rooms(remote, None, query))
     return json_response(await hs.directory.public_rooms(
         limit=query_int(request, "limit", None), since=request.query.get("since"), search=None,
     ))
@@ -40,7 +47,7 @@ async def get_public_rooms(request: web.Request) -> web.Response:
 async def post_public_rooms(request: web.Request) -> web.Response:
     hs = hs_of(request)
     await hs.requester(request)
-    _server(request, request.query.get("server"))
+    remote = _remote(request, request.query.get("server"))
     body = await read_json(request, allow_empty=True)
     limit = body.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
@@ -54,6 +61,11 @@ async def post_public_rooms(request: web.Request) -> web.Response:
     term = flt.get("generic_search_term")
     if term is not None and not isinstance(term, str):
         raise MatrixError(400, "M_BAD_JSON", "generic_search_term must be a string")
+    if remote is not None:
+        forward = {k: v for k, v in (("limit", limit), ("since", since)) if v is not None}
+        if term is not None:
+            forward["filter"] = {"generic_search_term": term}
+        return json_response(await hs.federation.remote_public_rooms(remote, forward, None))
     return json_response(await hs.directory.public_rooms(limit=limit, since=since, search=term))
 
 

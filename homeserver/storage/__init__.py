@@ -10,6 +10,7 @@ from homeserver.storage.events import AliasStore, EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.migrations import migrate
+from homeserver.storage.openid import OpenIdStore
 from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.relations import RelationStore
@@ -43,6 +44,7 @@ class Storage:
         self.key_backup = KeyBackupStore(db)
         self.server_keys = ServerKeyStore(db)
         self.dehydrated_devices = DehydratedDeviceStore(db)
+        self.openid = OpenIdStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

@@ -172,3 +172,32 @@ async def test_clients_see_remote_profiles_aliases_and_device_keys(federation) -
     # An unreachable server is a failure entry, not an error.
     r = await hs2.http.post(f"{C}/keys/query", {"device_keys": {"@x:127.0.0.9:1": []}}, token=tb)
     assert r.status == 200 and "127.0.0.9:1" in r.body["failures"]
+
+
+async def test_remote_room_directory_and_openid(federation) -> None:
+    hs1 = await federation("127.0.0.1")
+    hs2 = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    C = "/_matrix/client/v3"
+    name1 = hs1.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "visibility": "public",
+                                                    "name": "Treaty drafts"}, token=ta)).body["room_id"]
+    await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "visibility": "public", "name": "Canteen"}, token=ta)
+    r = await hs2.http.get(f"{C}/publicRooms", token=tb, params={"server": name1})
+    assert r.status == 200 and {c["name"] for c in r.body["chunk"]} == {"Treaty drafts", "Canteen"}, r.body
+    r = await hs2.http.post(f"{C}/publicRooms", {"filter": {"generic_search_term": "treaty"}}, token=tb, params={"server": name1})
+    assert r.status == 200 and [c["room_id"] for c in r.body["chunk"]] == [room]
+    r = await hs2.http.get(f"{C}/publicRooms", token=tb, params={"server": "127.0.0.9:1"})
+    assert r.status == 502
+
+    # OpenID: alice's token lets a third party learn her user ID from her server, and nothing more.
+    r = await hs1.http.post(f"{C}/user/{alice}/openid/request_token", {}, token=ta)
+    assert r.status == 200 and r.body["matrix_server_name"] == name1 and r.body["expires_in"] > 0
+    token = r.body["access_token"]
+    r = await hs2.hs.federation.client.get_json(name1, "/_matrix/federation/v1/openid/userinfo", {"access_token": token}, signed=False)
+    assert r == {"sub": alice}
+    r = await hs1.http.get("/_matrix/federation/v1/openid/userinfo", params={"access_token": "wrong"})
+    assert r.status == 401 and r.body["errcode"] == "M_UNKNOWN_TOKEN"
+    r = await hs1.http.post(f"{C}/user/{bob}/openid/request_token", {}, token=ta)
+    assert r.status == 403
