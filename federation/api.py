@@ -139,6 +139,29 @@ async def get_openid_userinfo(request: web.Request) -> web.Response:
     return json_response(await hs_of(request).openid.userinfo(request.query.get("access_token")))
 
 
+async def get_make_join(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    fed = fed_of(request)
+    m = request.match_info
+    versions = request.query.getall("ver", []) or ["1"]
+    return json_response(await fed.rooms.make_join(origin, m["room_id"], m["user_id"], versions))
+
+
+async def put_send_join(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    origin = await _origin(request, body)
+    fed = fed_of(request)
+    m = request.match_info
+    return json_response(await fed.rooms.send_join(origin, m["room_id"], m["event_id"], body))
+
+
+async def put_send(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    origin = await _origin(request, body)
+    fed = fed_of(request)
+    return json_response(await fed.receive_transaction(origin, request.match_info["txn_id"], body))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_route("GET", "/_matrix/key/v2/server", get_server_keys)
@@ -155,3 +178,6 @@ def setup(app: web.Application) -> None:
     r.add_route("GET", f"{F1}/publicRooms", get_public_rooms)
     r.add_route("POST", f"{F1}/publicRooms", post_public_rooms)
     r.add_route("GET", f"{F1}/openid/userinfo", get_openid_userinfo)
+    r.add_route("GET", f"{F1}/make_join/{{room_id}}/{{user_id}}", get_make_join)
+    r.add_route("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", put_send_join)
+    r.add_route("PUT", f"{F1}/send/{{txn_id}}", put_send)

@@ -17,10 +17,13 @@ from homeserver.storage.sequences import current_id
 from federation.client import FederationClient, FederationError
 from federation.keyring import Keyring
 from federation.policy import FederationPolicy
+from federation.rooms import FederationRooms
+from federation.sender import FederationSender
 from federation.server_keys import LocalServerKeys
 
 if TYPE_CHECKING:
     from homeserver.services.e2e_keys import E2eKeyService
+    from homeserver.services.event_creation import EventCreator
 
 
 def policy_from_config(config: Config) -> FederationPolicy:
@@ -35,7 +38,7 @@ def policy_from_config(config: Config) -> FederationPolicy:
 
 class FederationRuntime:
     def __init__(self, config: Config, storage: Storage, clock: Clock, signing_key: SigningKey,
-                 old_keys: list[OldVerifyKey], keys: "E2eKeyService") -> None:
+                 old_keys: list[OldVerifyKey], keys: "E2eKeyService", creator: "EventCreator") -> None:
         self.server_name = config.server_name
         self.storage = storage
         self.keys = keys
@@ -51,8 +54,37 @@ class FederationRuntime:
             fetch_direct=self._fetch_keys, notaries=list(config.federation.notaries),
             fetch_from_notary=self._fetch_from_notary,
         )
+        self.rooms = FederationRooms(config.server_name, storage, creator, self.keyring, self.client, signing_key)
+        self.sender = FederationSender(config.server_name, self.client, clock)
+        self._seen_txns: dict[tuple[str, str], dict[str, Any]] = {}
+        creator.listeners.append(self.on_local_event)
+
+    async def on_local_event(self, new: Any) -> None:
+        """Send each event one of our users sent to the other servers with members in its room."""
+        pdu = new.pdu
+        if not str(pdu.get("sender", "")).endswith(":" + self.server_name):
+            return
+        servers = await self.rooms.servers_in_room(new.room_id)
+        if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
+            servers.add(pdu["state_key"].split(":", 1)[1])  # a leaving or kicked user's server hears of it
+        servers.discard(self.server_name)
+        servers = {s for s in servers if self.policy.allows(s)}
+        if servers:
+            self.sender.enqueue(servers, pdu)
+
+    async def receive_transaction(self, origin: str, txn_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A retried transaction gets the first answer again instead of being processed twice."""
+        key = (origin, txn_id)
+        if key in self._seen_txns:
+            return self._seen_txns[key]
+        result = await self.rooms.receive_transaction(origin, body)
+        if len(self._seen_txns) > 10_000:
+            self._seen_txns.clear()
+        self._seen_txns[key] = result
+        return result
 
     async def close(self) -> None:
+        await self.sender.close()
         await self.client.close()
 
     # --- asking other servers (for our clients) --------------------------------------------

@@ -157,12 +157,14 @@ class HomeServer:
             dehydrated_devices=DehydratedDeviceService(storage, e2e_keys, clock),
             openid=OpenIdService(storage, clock, config.server_name), to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
-            federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys),
+            federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys, creator),
         )
         if hs.federation is not None:
             hs.profiles.remote_lookup = hs.federation.remote_profile
             e2e_keys.remote_query = hs.federation.remote_keys_query
             e2e_keys.remote_claim = hs.federation.remote_keys_claim
+            membership.remote_alias = hs.federation.remote_alias
+            membership.remote_join = hs.federation.rooms.remote_join
         return hs
 
     async def requester(self, request: web.Request) -> Requester:

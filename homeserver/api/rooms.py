@@ -44,7 +44,8 @@ async def join(request: web.Request) -> web.Response:
     requester = await hs.requester(request)
     body = await read_json(request, allow_empty=True)
     target = request.match_info.get("room_id_or_alias") or request.match_info["room_id"]
-    room_id = await hs.membership.join(requester.user_id, unquote(target), reason=body.get("reason"))
+    via = request.query.getall("via", []) + request.query.getall("server_name", [])
+    room_id = await hs.membership.join(requester.user_id, unquote(target), reason=body.get("reason"), via=via)
     return json_response({"room_id": room_id})
 
 

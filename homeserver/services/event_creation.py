@@ -195,9 +195,60 @@ class EventCreator:
         if len(encode_canonical_json(pdu)) > MAX_EVENT_BYTES:
             raise MatrixError(413, "M_TOO_LARGE", "Event is too large (over 64 KiB)")
 
+    # --- events from other servers ----------------------------------------------------------
+
+    async def persist_remote(self, room_id: str, eid: str, pdu: dict[str, Any]) -> NewEvent | None:
+        """An event from another server that passed its checks (signatures, hashes, auth against its auth
+        events and against current state), applied on top of the room's current state. Its prev_events
+        stop being forward extremities. Returns None if the event is already stored."""
+        async with self.room_lock(room_id):
+            if await self.storage.events.have_events([eid]):
+                return None
+            head = await self._head(room_id)
+            prev = set(pdu.get("prev_events") or [])
+            extremities = [e for e in head.extremities if e not in prev] + [eid]
+            try:
+                async with self.storage.db.transaction() as conn:
+                    done = await self._persist(conn, room_id, eid, pdu, head.state, head.snapshot, None, None,
+                                               extremities=extremities)
+            except BaseException:
+                self._heads.pop(room_id, None)
+                raise
+            return await self._after_commit(room_id, done, extremities)
+
+    async def create_remote_room(
+        self, room_id: str, room_version: str, state: Mapping[str, dict[str, Any]], auth_chain: Mapping[str, dict[str, Any]],
+        join_id: str, join_pdu: dict[str, Any],
+    ) -> NewEvent:
+        """Take in a room another server holds, as send_join returned it: the state before our join and
+        its auth chain are stored as outliers (not timeline), then our join goes on top."""
+        async with self.room_lock(room_id):
+            try:
+                async with self.storage.db.transaction() as conn:
+                    await self.storage.events.create_room(conn, room_id, room_version, None, self.clock.time_ms())
+                    for eid, pdu in {**auth_chain, **state}.items():
+                        if eid == join_id:
+                            continue
+                        position = -await next_id(conn, "backfill_stream")
+                        await self.storage.events.persist_event(
+                            conn, eid, pdu, stream_ordering=position, state_after=None, outlier=True, room_id=room_id,
+                        )
+                    state_map = {(p["type"], p["state_key"]): eid for eid, p in state.items() if isinstance(p.get("state_key"), str)}
+                    memberships = {eid: p["content"].get("membership") for eid, p in state.items() if p["type"] == "m.room.member"}
+                    snapshot = await self.state.create_snapshot(conn, room_id, state_map, None)
+                    await self.storage.events.update_current_state(conn, room_id, state_map, memberships)
+                    await self.storage.events.set_current_snapshot(conn, room_id, snapshot)
+                    done = await self._persist(conn, room_id, join_id, join_pdu, state_map, snapshot, None, None,
+                                               extremities=[join_id])
+            except BaseException:
+                self._heads.pop(room_id, None)
+                raise
+            return await self._after_commit(room_id, done, [join_id])
+
     async def _persist(
         self, conn: Any, room_id: str, eid: str, pdu: dict[str, Any], state_before: StateMap,
         snapshot_before: int | None, device_id: str | None, txn_id: str | None,
+        extremities: list[str] | None = None,
     ) -> "_Persisted":
         stream = await next_id(conn, "events_stream")
         state_key = pdu.get("state_key")
@@ -217,7 +268,7 @@ class EventCreator:
         )
         await self.storage.relations.add(conn, eid, room_id, pdu, stream)
         await self.storage.search.index(conn, eid, room_id, pdu, stream)
-        await self.storage.events.set_forward_extremities(conn, room_id, [eid])
+        await self.storage.events.set_forward_extremities(conn, room_id, extremities or [eid])
         if txn_id is not None and device_id is not None:
             await self.storage.events.add_txn_event(conn, pdu["sender"], device_id, txn_id, eid, self.clock.time_ms())
         redacts = _redacts(pdu)
@@ -233,12 +284,14 @@ class EventCreator:
             await hook(conn, new)
         return _Persisted(new, snapshot, new_state)
 
-    async def _after_commit(self, room_id: str, done: "_Persisted") -> NewEvent:
+    async def _after_commit(self, room_id: str, done: "_Persisted", extremities: list[str] | None = None) -> NewEvent:
         """Only once the transaction committed: warm the state cache, run listeners, wake sync waiters."""
         if done.snapshot is not None and done.new_state is not None:
             self.state.cache_snapshot(done.snapshot, done.new_state)
         new = done.event
-        self._heads[room_id] = _RoomHead(done.snapshot, new.state or {}, [new.event_id], int(new.pdu["depth"]))
+        old = self._heads.get(room_id)
+        depth = max(int(new.pdu["depth"]), old.depth if old is not None and extremities else 0)
+        self._heads[room_id] = _RoomHead(done.snapshot, new.state or {}, extremities or [new.event_id], depth)
         for listener in self.listeners:
             try:
                 await listener(done.event)

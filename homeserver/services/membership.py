@@ -7,7 +7,7 @@ does when it knows no server to join through.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.clock import Clock
 from homeserver.errors import MatrixError, forbidden
@@ -25,6 +25,9 @@ class MembershipService:
         self.events = creator
         self.clock = clock
         self.server_name = server_name
+        # Set by the composition root when federation is on.
+        self.remote_alias: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+        self.remote_join: Callable[[str, str, list[str], dict[str, Any]], Awaitable[str]] | None = None
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -63,8 +66,21 @@ class MembershipService:
         profile = await self.storage.users.get_profile(user_id)
         return {k: profile[k] for k in ("displayname", "avatar_url") if isinstance(profile.get(k), str)}
 
-    async def join(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None) -> str:
-        room_id = await self.resolve_room(room_id_or_alias)
+    async def join(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None,
+                   via: list[str] | None = None) -> str:
+        servers = list(via or [])
+        if room_id_or_alias.startswith("#") and not room_id_or_alias.endswith(":" + self.server_name) \
+                and self.remote_alias is not None:
+            found = await self.remote_alias(room_id_or_alias)
+            room_id, servers = found["room_id"], servers + found["servers"]
+        else:
+            room_id = await self.resolve_room(room_id_or_alias)
+        if await self.storage.events.get_room(room_id) is None and self.remote_join is not None:
+            if ":" in room_id:
+                servers.append(room_id.split(":", 1)[1])  # rooms before version 12 name their creator's server
+            content: dict[str, Any] = {"membership": "join", **await self._profile_content(user_id)}
+            _add_reason(content, reason)
+            return await self.remote_join(user_id, room_id, list(dict.fromkeys(servers)), content)
         await self._require_room(room_id)
         current = await self.membership_of(room_id, user_id)
         if current == "ban":

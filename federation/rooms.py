@@ -1,0 +1,241 @@
+"""Rooms across servers: joins both ways (make_join/send_join v2), and PDUs received in /send.
+
+Every PDU from another server passes the receipt checks (federation.pdu_checks) and the auth rules
+against the room's current state before it is stored; one that fails is refused and nothing is stored.
+What is not built yet (and so refused rather than guessed): events whose prev_events or auth_events
+we do not hold (get_missing_events / state_ids), soft-failing, and state resolution between forks —
+a remote event is applied on top of the current state once it passes auth against it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from typing import TYPE_CHECKING, Any, Mapping
+
+from homeserver.errors import MatrixError, forbidden
+from homeserver.events import AuthError, auth_types_for_event, check_auth, event_id, get_room_version, sign_event
+from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.events.signing import server_of
+from homeserver.storage import Storage
+
+from federation.client import FederationClient, FederationError, path
+from federation.keyring import Keyring
+from federation.pdu_checks import CheckedPdu, PduRejected, check_against_auth_events, check_signatures_and_hashes
+
+if TYPE_CHECKING:
+    from homeserver.services.event_creation import EventCreator
+
+logger = logging.getLogger(__name__)
+
+F1, F2 = "/_matrix/federation/v1", "/_matrix/federation/v2"
+MAX_PDUS_PER_TXN = 50
+
+
+class FederationRooms:
+    def __init__(self, server_name: str, storage: Storage, creator: "EventCreator", keyring: Keyring,
+                 client: FederationClient, signing_key: Any) -> None:
+        self.server_name = server_name
+        self.storage = storage
+        self.creator = creator
+        self.keyring = keyring
+        self.client = client
+        self.signing_key = signing_key
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _room_version(self, room_id: str) -> str:
+        version = await self.storage.events.get_room_version(room_id)
+        if version is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        return version
+
+    async def _current_state_pdus(self, room_id: str) -> dict[str, dict[str, Any]]:
+        ids = await self.storage.events.get_current_state_ids(room_id)
+        events = await self.storage.events.get_events(ids.values())
+        return {eid: ev.pdu for eid, ev in events.items()}
+
+    async def _auth_chain(self, start: list[str]) -> dict[str, dict[str, Any]]:
+        """Every event reachable through auth_events from ``start`` (not including ``start`` itself)."""
+        out: dict[str, dict[str, Any]] = {}
+        todo = list(start)
+        seen = set(start)
+        while todo:
+            events = await self.storage.events.get_events(todo)
+            todo = []
+            for ev in events.values():
+                for aid in ev.pdu.get("auth_events") or []:
+                    if aid not in seen:
+                        seen.add(aid)
+                        todo.append(aid)
+            for eid, ev in events.items():
+                if eid not in start:
+                    out[eid] = ev.pdu
+        found = await self.storage.events.get_events(list(seen - set(start)))
+        out.update({eid: ev.pdu for eid, ev in found.items()})
+        return out
+
+    async def servers_in_room(self, room_id: str) -> set[str]:
+        members = await self.storage.events.members(room_id, ("join",))
+        return {server_of(u) for u in members}
+
+    async def _check_against_current_state(self, room_id: str, eid: str, pdu: Mapping[str, Any], version: str) -> None:
+        state = await self.storage.events.get_current_state_ids(room_id)
+        wanted = auth_types_for_event(pdu, version) | {("m.room.create", "")}
+        ids = {k: state[k] for k in wanted if k in state}
+        events = await self.storage.events.get_events(ids.values())
+        auth = {k: {**events[v].pdu, "event_id": v} for k, v in ids.items() if v in events}
+        try:
+            check_auth({**pdu, "event_id": eid}, auth, version)
+        except AuthError as e:
+            raise PduRejected(eid, f"refused by the current state: {e}") from None
+
+    # --- server side: someone on another server joins one of our rooms -------------------------
+
+    async def make_join(self, origin: str, room_id: str, user_id: str, versions: list[str]) -> dict[str, Any]:
+        version = await self._room_version(room_id)
+        if version not in versions:
+            raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", "Your server does not support this room's version",
+                              room_version=version)
+        if server_of(user_id) != origin:
+            raise forbidden("You can only make joins for your own users")
+        head = await self.creator._head(room_id)  # noqa: SLF001 - the creator owns the room head
+        proto: dict[str, Any] = {
+            "room_id": room_id, "type": "m.room.member", "state_key": user_id, "sender": user_id,
+            "content": {"membership": "join"}, "prev_events": head.extremities[:10], "depth": head.depth + 1,
+        }
+        rv = get_room_version(version)
+        wanted = auth_types_for_event(proto, rv)
+        proto["auth_events"] = sorted(head.state[k] for k in wanted if k in head.state)
+        try:
+            await self._check_against_current_state(room_id, "$proto", proto, version)
+        except PduRejected as e:
+            raise forbidden(f"You cannot join this room: {e.reason}") from None
+        return {"room_version": version, "event": proto}
+
+    async def send_join(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
+        version = await self._room_version(room_id)
+        if pdu.get("room_id") != room_id or pdu.get("type") != "m.room.member" \
+                or (pdu.get("content") or {}).get("membership") != "join" or pdu.get("state_key") != pdu.get("sender") \
+                or server_of(str(pdu.get("sender", ""))) != origin:
+            raise MatrixError(400, "M_BAD_JSON", "Not a join of one of your users to this room")
+        try:
+            checked = await check_signatures_and_hashes(pdu, version, self.keyring)
+            if checked.event_id != eid_in_path:
+                raise MatrixError(400, "M_BAD_JSON", "The event ID does not match the event")
+            if checked.redacted_for_hash:
+                raise PduRejected(checked.event_id, "content hash mismatch")
+            auth = await self.storage.events.get_events(pdu.get("auth_events") or [])
+            create = await self._create_event(room_id, version)
+            check_against_auth_events(checked, {k: v.pdu for k, v in auth.items()}, version, create)
+            await self._check_against_current_state(room_id, checked.event_id, pdu, version)
+        except PduRejected as e:
+            raise forbidden(e.reason) from None
+        state = await self._current_state_pdus(room_id)
+        await self.creator.persist_remote(room_id, checked.event_id, dict(pdu))
+        chain = await self._auth_chain(list(state) + list(pdu.get("auth_events") or []))
+        return {
+            "origin": self.server_name, "event": pdu, "members_omitted": False,
+            "state": list(state.values()), "auth_chain": list(chain.values()),
+            "servers_in_room": sorted(await self.servers_in_room(room_id)),
+        }
+
+    async def _create_event(self, room_id: str, version: str) -> dict[str, Any] | None:
+        state = await self.storage.events.get_current_state_ids(room_id)
+        cid = state.get(("m.room.create", ""))
+        ev = (await self.storage.events.get_events([cid])).get(cid) if cid else None
+        return {**ev.pdu, "event_id": cid} if ev else None
+
+    # --- server side: /send ------------------------------------------------------------------
+
+    async def receive_transaction(self, origin: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        pdus = body.get("pdus", [])
+        if not isinstance(pdus, list) or len(pdus) > MAX_PDUS_PER_TXN or not isinstance(body.get("edus", []), list):
+            raise MatrixError(400, "M_BAD_JSON", "pdus must be a list of at most 50 events")
+        if body.get("origin") not in (None, origin):
+            raise MatrixError(400, "M_BAD_JSON", "origin does not match the signed request")
+        results: dict[str, Any] = {}
+        for pdu in pdus:
+            if not isinstance(pdu, dict):
+                continue
+            try:
+                eid = await self.receive_pdu(origin, pdu)
+                results[eid] = {}
+            except PduRejected as e:
+                logger.info("refused PDU from %s: %s", origin, e)
+                if e.event_id:
+                    results[e.event_id] = {"error": e.reason}
+        return {"pdus": results}
+
+    async def receive_pdu(self, origin: str, pdu: dict[str, Any]) -> str:
+        room_id = pdu.get("room_id")
+        version = await self.storage.events.get_room_version(room_id) if isinstance(room_id, str) else None
+        if version is None:
+            raise PduRejected(None, "unknown room")
+        checked = await check_signatures_and_hashes(pdu, version, self.keyring)
+        if server_of(str(pdu.get("sender", ""))) == self.server_name:
+            raise PduRejected(checked.event_id, "events of our own users come from us")
+        if origin not in await self.servers_in_room(room_id) and not (
+                pdu.get("type") == "m.room.member" and server_of(str(pdu.get("state_key", ""))) == origin):
+            raise PduRejected(checked.event_id, "your server has no one in this room")
+        if await self.storage.events.have_events([checked.event_id]):
+            return checked.event_id
+        needed = list(pdu.get("auth_events") or []) + list(pdu.get("prev_events") or [])
+        known = await self.storage.events.get_events(needed)
+        missing = [e for e in needed if e not in known]
+        if missing:
+            raise PduRejected(checked.event_id, f"prev/auth events not held here: {', '.join(missing[:3])}")
+        create = await self._create_event(room_id, version)
+        check_against_auth_events(checked, {k: v.pdu for k, v in known.items()}, version, create)
+        await self._check_against_current_state(room_id, checked.event_id, checked.pdu, version)
+        await self.creator.persist_remote(room_id, checked.event_id, dict(checked.pdu))
+        return checked.event_id
+
+    # --- client side: one of our users joins a room another server holds -----------------------
+
+    async def remote_join(self, user_id: str, room_id: str, servers: list[str], content: dict[str, Any]) -> str:
+        errors = []
+        for server in [s for s in servers if s != self.server_name]:
+            try:
+                return await self._join_via(server, user_id, room_id, content)
+            except (FederationError, PduRejected, KeyError, TypeError, ValueError) as e:
+                errors.append(f"{server}: {e}")
+                logger.info("remote join of %s via %s failed: %s", room_id, server, e)
+        if not errors:
+            raise MatrixError(404, "M_NOT_FOUND", "No known servers to join this room through")
+        raise MatrixError(502, "M_UNKNOWN", "Could not join through any server: " + "; ".join(errors)[:500])
+
+    async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> str:
+        made = await self.client.get_json(server, path(F1 + "/make_join/{}/{}", room_id, user_id),
+                                          {"ver": list(KNOWN_ROOM_VERSIONS)})
+        version = made["room_version"]
+        proto = made["event"]
+        event = {k: proto[k] for k in ("room_id", "type", "state_key", "sender", "prev_events", "auth_events", "depth")}
+        if event["sender"] != user_id or event["state_key"] != user_id or event["room_id"] != room_id:
+            raise ValueError("make_join returned a template for someone else")
+        event["content"] = {**content, "membership": "join"}
+        event["origin_server_ts"] = self.creator.clock.time_ms()
+        signed = sign_event(event, self.server_name, self.signing_key, version)
+        eid = event_id(signed, version)
+        resp = await self.client.put_json(server, path(F2 + "/send_join/{}/{}", room_id, eid), signed)
+        state: dict[str, dict[str, Any]] = {}
+        chain: dict[str, dict[str, Any]] = {}
+        for bucket, items in ((state, resp.get("state", [])), (chain, resp.get("auth_chain", []))):
+            for pdu in items:
+                checked = await check_signatures_and_hashes(pdu, version, self.keyring)
+                bucket[checked.event_id] = checked.pdu
+        everything = {**chain, **state}
+        create = next((p for p in everything.values() if p.get("type") == "m.room.create"), None)
+        create_id = next((k for k, p in everything.items() if p.get("type") == "m.room.create"), None)
+        for eid_, pdu in everything.items():  # every state event must be allowed by its own auth events
+            if pdu.get("type") == "m.room.create":
+                continue
+            check_against_auth_events(CheckedPdu(eid_, pdu, False), everything, version,
+                                      {**create, "event_id": create_id} if create else None)
+        await self.creator.create_remote_room(room_id, version, state, chain, eid, signed)
+        return room_id
+
+
+def random_txn_id() -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(16))

@@ -1,0 +1,97 @@
+"""A room spanning two Qasid servers: a remote join through an alias, then messages both ways."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from homeserver.events import event_id, sign_event
+from tests.support.servers import RunningServer
+
+C = "/_matrix/client/v3"
+
+
+async def _wait_for_text(srv: RunningServer, token: str, room: str, text: str, since: str | None = None) -> dict[str, Any]:
+    for _ in range(50):
+        params = {"timeout": "200", **({"since": since} if since else {})}
+        r = await srv.http.get(f"{C}/sync", token=token, params=params)
+        assert r.status == 200, r.body
+        joined = r.body["rooms"]["join"].get(room)
+        if joined and any(e.get("content", {}).get("body") == text for e in joined["timeline"]["events"]):
+            return r.body
+        since = r.body["next_batch"]
+    raise AssertionError(f"{text!r} never arrived")
+
+
+async def test_remote_join_and_messages_both_ways(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    name1 = hs1.config.server_name
+    r = await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "lobby", "name": "Lobby"}, token=ta)
+    room = r.body["room_id"]
+
+    r = await hs2.http.post(f"{C}/join/%23lobby:{name1}", {}, token=tb)
+    assert r.status == 200 and r.body == {"room_id": room}, r.body
+    # hs2 now holds the room: its state came from hs1, checked, and bob's join is on top.
+    body = (await hs2.http.get(f"{C}/sync", token=tb)).body
+    joined = body["rooms"]["join"][room]
+    names = [e for e in joined["state"]["events"] + joined["timeline"]["events"] if e["type"] == "m.room.name"]
+    assert names and names[0]["content"]["name"] == "Lobby"
+    members = (await hs2.http.get(f"{C}/rooms/{room}/joined_members", token=tb)).body["joined"]
+    assert set(members) == {alice, bob}
+    # hs1 took bob's join too.
+    members = (await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)).body["joined"]
+    assert set(members) == {alice, bob}
+
+    since_b = body["next_batch"]
+    r = await hs1.http.put(f"{C}/rooms/{room}/send/m.room.message/a1", {"msgtype": "m.text", "body": "hello from MoFA"}, token=ta)
+    assert r.status == 200
+    await _wait_for_text(hs2, tb, room, "hello from MoFA", since_b)
+    r = await hs2.http.put(f"{C}/rooms/{room}/send/m.room.message/b1", {"msgtype": "m.text", "body": "hello from MoF"}, token=tb)
+    assert r.status == 200
+    await _wait_for_text(hs1, ta, room, "hello from MoF")
+    # History on both sides is the same, event for event.
+    h1 = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "3"})).body["chunk"]
+    h2 = (await hs2.http.get(f"{C}/rooms/{room}/messages", token=tb, params={"dir": "b", "limit": "3"})).body["chunk"]
+    assert [e["event_id"] for e in h1[:2]] == [e["event_id"] for e in h2[:2]]
+
+
+async def test_pdus_that_fail_the_checks_are_refused(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    name1, name2 = hs1.config.server_name, hs2.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "hall"}, token=ta)).body["room_id"]
+    assert (await hs2.http.post(f"{C}/join/%23hall:{name1}", {}, token=tb)).status == 200
+    version = await hs1.hs.storage.events.get_room_version(room)
+    head = await hs1.hs.event_creator._head(room)  # noqa: SLF001 - the test builds PDUs on the real head
+    client2 = hs2.hs.federation.client
+    key2 = hs2.hs.federation.local_keys.signing_key
+    members = await hs1.hs.storage.events.get_current_state_ids(room)
+    auth = sorted(members[k] for k in [("m.room.power_levels", ""), ("m.room.member", bob)] if k in members)
+
+    def pdu(sender: str, body: str, key: Any = key2, origin: str = name2) -> dict[str, Any]:
+        ev = {"room_id": room, "type": "m.room.message", "sender": sender, "content": {"msgtype": "m.text", "body": body},
+              "prev_events": head.extremities, "auth_events": auth, "depth": head.depth + 1,
+              "origin_server_ts": hs2.hs.clock.time_ms()}
+        return sign_event(ev, origin, key, version)
+
+    good = pdu(bob, "fine")
+    forged = pdu(alice, "I am alice")  # hs2 may not speak for hs1's users
+    tampered = {**pdu(bob, "original"), "content": {"msgtype": "m.text", "body": "changed"}}
+    r = await client2.put_json(name1, "/_matrix/federation/v1/send/t1", {"origin": name2, "pdus": [good, forged, tampered]})
+    results = r["pdus"]
+    assert results[event_id(good, version)] == {}
+    assert "error" in results[event_id(forged, version)]
+    stored = await hs1.hs.storage.events.get_event(event_id(tampered, version))
+    assert stored is None or stored.pdu["content"] == {}  # a hash mismatch is stored redacted, never as sent
+    seen = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "10"})).body["chunk"]
+    bodies = [e["content"].get("body") for e in seen if e["type"] == "m.room.message"]
+    assert "fine" in bodies and "I am alice" not in bodies and "changed" not in bodies
+    # The same transaction ID again is answered from memory, not processed twice.
+    again = await client2.put_json(name1, "/_matrix/federation/v1/send/t1", {"origin": name2, "pdus": []})
+    assert again == r
+    await asyncio.sleep(0)
