@@ -65,3 +65,86 @@ async def test_qasid_and_synapse_query_each_other(federation: Any, synapse: Syna
     stored = await hs1.hs.storage.server_keys.for_server(synapse.server_name)
     assert stored and stored[0].source == "direct"
     assert name1
+
+
+async def _synapse_sees(s: aiohttp.ClientSession, synapse: SynapseServer, token: str, room: str, text: str) -> None:
+    import asyncio
+
+    since = None
+    for _ in range(60):
+        params = {"timeout": "500", **({"since": since} if since else {})}
+        async with s.get(f"{synapse.client_url}/_matrix/client/v3/sync", params=params,
+                         headers={"Authorization": f"Bearer {token}"}) as r:
+            body = await r.json()
+        joined = body.get("rooms", {}).get("join", {}).get(room)
+        if joined and any(e.get("content", {}).get("body") == text for e in joined["timeline"]["events"]):
+            return
+        since = body.get("next_batch")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"Synapse never showed {text!r}:\n{synapse.log_tail()}")
+
+
+async def test_synapse_user_joins_a_qasid_room_and_they_talk(federation: Any, synapse: SynapseServer) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    name1 = hs1.config.server_name
+    alice, ta, _ = await hs1.login_user("alice")
+    C = "/_matrix/client/v3"
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "ministries"},
+                                token=ta)).body["room_id"]
+    async with aiohttp.ClientSession() as s:
+        bob, bob_token = await synapse.register(s, "bob")
+        headers = {"Authorization": f"Bearer {bob_token}"}
+        async with s.post(f"{synapse.client_url}/_matrix/client/v3/join/%23ministries:{name1}", json={}, headers=headers) as r:
+            body = await r.json()
+            assert r.status == 200 and body["room_id"] == room, (body, synapse.log_tail())
+        members = (await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)).body["joined"]
+        assert set(members) == {alice, bob}
+        # Qasid -> Synapse.
+        r = await hs1.http.put(f"{C}/rooms/{room}/send/m.room.message/q1", {"msgtype": "m.text", "body": "from Qasid"}, token=ta)
+        assert r.status == 200
+        await _synapse_sees(s, synapse, bob_token, room, "from Qasid")
+        # Synapse -> Qasid.
+        async with s.put(f"{synapse.client_url}/_matrix/client/v3/rooms/{room}/send/m.room.message/s1",
+                         json={"msgtype": "m.text", "body": "from Synapse"}, headers=headers) as r:
+            assert r.status == 200
+        import asyncio
+        for _ in range(100):
+            chunk = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "5"})).body["chunk"]
+            if any(e["content"].get("body") == "from Synapse" for e in chunk):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"Qasid never received Synapse's message:\n{synapse.log_tail()}")
+
+
+async def test_qasid_user_joins_a_synapse_room_and_they_talk(federation: Any, synapse: SynapseServer) -> None:
+    import asyncio
+
+    hs1: RunningServer = await federation("127.0.0.1")
+    alice, ta, _ = await hs1.login_user("alice")
+    C = "/_matrix/client/v3"
+    async with aiohttp.ClientSession() as s:
+        bob, bob_token = await synapse.register(s, "bob")
+        headers = {"Authorization": f"Bearer {bob_token}"}
+        async with s.post(f"{synapse.client_url}/_matrix/client/v3/createRoom",
+                          json={"preset": "public_chat", "room_alias_name": "synroom", "name": "Synapse room"}, headers=headers) as r:
+            room = (await r.json())["room_id"]
+        r = await hs1.http.post(f"{C}/join/%23synroom:{synapse.server_name}", {}, token=ta)
+        assert r.status == 200 and r.body["room_id"] == room, (r.body, synapse.log_tail())
+        state = (await hs1.http.get(f"{C}/rooms/{room}/state/m.room.name/", token=ta)).body
+        assert state == {"name": "Synapse room"}
+        # Synapse -> Qasid.
+        async with s.put(f"{synapse.client_url}/_matrix/client/v3/rooms/{room}/send/m.room.message/s1",
+                         json={"msgtype": "m.text", "body": "from Synapse"}, headers=headers) as r:
+            assert r.status == 200
+        for _ in range(100):
+            chunk = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "5"})).body["chunk"]
+            if any(e["content"].get("body") == "from Synapse" for e in chunk):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"Qasid never received Synapse's message:\n{synapse.log_tail()}")
+        # Qasid -> Synapse.
+        r = await hs1.http.put(f"{C}/rooms/{room}/send/m.room.message/q1", {"msgtype": "m.text", "body": "from Qasid"}, token=ta)
+        assert r.status == 200, r.body
+        await _synapse_sees(s, synapse, bob_token, room, "from Qasid")
