@@ -162,6 +162,46 @@ async def put_send(request: web.Request) -> web.Response:
     return json_response(await fed.receive_transaction(origin, request.match_info["txn_id"], body))
 
 
+async def get_event(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    return json_response(await fed_of(request).rooms.get_event(origin, request.match_info["event_id"]))
+
+
+async def get_state_ids(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    return json_response(await fed_of(request).rooms.state_ids(
+        origin, request.match_info["room_id"], request.query.get("event_id"), full=False))
+
+
+async def get_state(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    return json_response(await fed_of(request).rooms.state_ids(
+        origin, request.match_info["room_id"], request.query.get("event_id"), full=True))
+
+
+async def get_event_auth(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    m = request.match_info
+    return json_response(await fed_of(request).rooms.event_auth(origin, m["room_id"], m["event_id"]))
+
+
+async def get_backfill(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    limit = request.query.get("limit", "10")
+    if not limit.isdigit():
+        raise MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer")
+    start = request.query.getall("v", [])
+    if not start:
+        raise MatrixError(400, "M_MISSING_PARAM", "v is required")
+    return json_response(await fed_of(request).rooms.backfill(origin, request.match_info["room_id"], start, int(limit)))
+
+
+async def post_get_missing_events(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    origin = await _origin(request, body)
+    return json_response(await fed_of(request).rooms.get_missing_events(origin, request.match_info["room_id"], body))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_route("GET", "/_matrix/key/v2/server", get_server_keys)
@@ -181,3 +221,9 @@ def setup(app: web.Application) -> None:
     r.add_route("GET", f"{F1}/make_join/{{room_id}}/{{user_id}}", get_make_join)
     r.add_route("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", put_send_join)
     r.add_route("PUT", f"{F1}/send/{{txn_id}}", put_send)
+    r.add_route("GET", f"{F1}/event/{{event_id}}", get_event)
+    r.add_route("GET", f"{F1}/state_ids/{{room_id}}", get_state_ids)
+    r.add_route("GET", f"{F1}/state/{{room_id}}", get_state)
+    r.add_route("GET", f"{F1}/event_auth/{{room_id}}/{{event_id}}", get_event_auth)
+    r.add_route("GET", f"{F1}/backfill/{{room_id}}", get_backfill)
+    r.add_route("POST", f"{F1}/get_missing_events/{{room_id}}", post_get_missing_events)

@@ -15,7 +15,7 @@ import string
 from typing import TYPE_CHECKING, Any, Mapping
 
 from homeserver.errors import MatrixError, forbidden
-from homeserver.events import AuthError, auth_types_for_event, check_auth, event_id, get_room_version, sign_event
+from homeserver.events import AuthError, auth_types_for_event, check_auth, event_id, get_room_version, redact, sign_event
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.events.signing import server_of
 from homeserver.storage import Storage
@@ -90,6 +90,105 @@ class FederationRooms:
             check_auth({**pdu, "event_id": eid}, auth, version)
         except AuthError as e:
             raise PduRejected(eid, f"refused by the current state: {e}") from None
+
+    # --- server side: what other servers in a room may read ------------------------------------
+
+    async def _require_in_room(self, origin: str, room_id: str) -> str:
+        version = await self._room_version(room_id)
+        if origin not in await self.servers_in_room(room_id):
+            raise forbidden("Your server has no one in this room")
+        return version
+
+    def _served(self, ev: Any, version: str) -> dict[str, Any]:
+        """A PDU as other servers get it: redacted if it was redacted here."""
+        return redact(dict(ev.pdu), version) if ev.redacted_by else ev.pdu
+
+    async def _state_ids_before(self, room_id: str, eid: str) -> dict[tuple[str, str], str]:
+        ev = (await self.storage.events.get_events([eid])).get(eid)
+        if ev is None or ev.room_id != room_id or ev.outlier or ev.state_after is None:
+            raise MatrixError(404, "M_NOT_FOUND", "No such event in this room's timeline")
+        state = await self.storage.state.get_state(ev.state_after)
+        if ev.state_key is not None:
+            key = (ev.type, ev.state_key)
+            if ev.replaces_state:
+                state[key] = ev.replaces_state
+            else:
+                state.pop(key, None)
+        return state
+
+    async def get_event(self, origin: str, eid: str) -> dict[str, Any]:
+        ev = (await self.storage.events.get_events([eid])).get(eid)
+        if ev is None or ev.rejected:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        version = await self._require_in_room(origin, ev.room_id)
+        return {"origin": self.server_name, "origin_server_ts": self.creator.clock.time_ms(),
+                "pdus": [self._served(ev, version)]}
+
+    async def state_ids(self, origin: str, room_id: str, eid: str | None, *, full: bool) -> dict[str, Any]:
+        version = await self._require_in_room(origin, room_id)
+        if not eid:
+            raise MatrixError(400, "M_MISSING_PARAM", "event_id is required")
+        state = await self._state_ids_before(room_id, eid)
+        chain = await self._auth_chain(list(state.values()))
+        if not full:
+            return {"pdu_ids": sorted(state.values()), "auth_chain_ids": sorted(chain)}
+        events = await self.storage.events.get_events(list(state.values()) + list(chain))
+        return {"pdus": [self._served(events[e], version) for e in state.values() if e in events],
+                "auth_chain": [self._served(events[e], version) for e in chain if e in events]}
+
+    async def event_auth(self, origin: str, room_id: str, eid: str) -> dict[str, Any]:
+        version = await self._require_in_room(origin, room_id)
+        ev = (await self.storage.events.get_events([eid])).get(eid)
+        if ev is None or ev.room_id != room_id:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        chain = set(await self._auth_chain([eid]))
+        if get_room_version(version).room_id_from_create_event and ev.type != "m.room.create":
+            # From version 12 the create event is implied, not listed, but a reader still needs it.
+            create = await self.storage.events.get_current_state_event_id(room_id, "m.room.create", "")
+            if create:
+                chain.add(create)
+        events = await self.storage.events.get_events(list(chain))
+        return {"auth_chain": [self._served(e, version) for e in events.values()]}
+
+    async def backfill(self, origin: str, room_id: str, start: list[str], limit: int) -> dict[str, Any]:
+        """The events given and those before them (breadth-first over prev_events), at most ``limit``."""
+        version = await self._require_in_room(origin, room_id)
+        out = await self._walk_back(room_id, start, set(), min(max(limit, 0), 100), include_start=True)
+        return {"origin": self.server_name, "origin_server_ts": self.creator.clock.time_ms(),
+                "pdus": [self._served(e, version) for e in out]}
+
+    async def get_missing_events(self, origin: str, room_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        version = await self._require_in_room(origin, room_id)
+        latest, earliest = body.get("latest_events"), body.get("earliest_events")
+        limit, min_depth = body.get("limit", 10), body.get("min_depth", 0)
+        if not isinstance(latest, list) or not isinstance(earliest, list) or not isinstance(limit, int) \
+                or not isinstance(min_depth, int):
+            raise MatrixError(400, "M_BAD_JSON", "latest_events and earliest_events must be lists")
+        found = await self._walk_back(room_id, latest, set(earliest), min(max(limit, 0), 100), include_start=False,
+                                      min_depth=min_depth)
+        found.sort(key=lambda e: (int(e.pdu.get("depth", 0)), e.stream_ordering))
+        return {"events": [self._served(e, version) for e in found]}
+
+    async def _walk_back(self, room_id: str, start: list[str], stop: set[str], limit: int, *,
+                         include_start: bool, min_depth: int = 0) -> list[Any]:
+        out: list[Any] = []
+        seen = set(start) | stop
+        frontier = list(start)
+        first = True
+        while frontier and len(out) < limit:
+            events = await self.storage.events.get_events(frontier)
+            frontier = []
+            for eid, ev in events.items():
+                if ev.room_id != room_id or ev.outlier:
+                    continue
+                if (include_start or not first) and len(out) < limit and int(ev.pdu.get("depth", 0)) >= min_depth:
+                    out.append(ev)
+                for p in ev.pdu.get("prev_events") or []:
+                    if p not in seen:
+                        seen.add(p)
+                        frontier.append(p)
+            first = False
+        return out
 
     # --- server side: someone on another server joins one of our rooms -------------------------
 

@@ -95,3 +95,45 @@ async def test_pdus_that_fail_the_checks_are_refused(federation) -> None:
     again = await client2.put_json(name1, "/_matrix/federation/v1/send/t1", {"origin": name2, "pdus": []})
     assert again == r
     await asyncio.sleep(0)
+
+
+async def test_servers_in_a_room_can_read_its_events_state_and_history(federation) -> None:
+    from federation.client import FederationError
+    import pytest
+
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    hs3: RunningServer = await federation("127.0.0.3")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    name1 = hs1.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "records",
+                                                    "name": "Records"}, token=ta)).body["room_id"]
+    ids = [(await hs1.http.put(f"{C}/rooms/{room}/send/m.room.message/m{i}", {"msgtype": "m.text", "body": f"m{i}"},
+                               token=ta)).body["event_id"] for i in range(5)]
+    assert (await hs2.http.post(f"{C}/join/%23records:{name1}", {}, token=tb)).status == 200
+    c2 = hs2.hs.federation.client
+    enc = room.replace("!", "%21").replace(":", "%3A")
+
+    got = await c2.get_json(name1, f"/_matrix/federation/v1/event/{ids[2]}")
+    assert [p["content"]["body"] for p in got["pdus"]] == ["m2"]
+    st = await c2.get_json(name1, f"/_matrix/federation/v1/state_ids/{enc}", {"event_id": ids[4]})
+    create = await hs1.hs.storage.events.get_current_state_event_id(room, "m.room.create", "")
+    assert create in st["pdu_ids"] or create in st["auth_chain_ids"]
+    full = await c2.get_json(name1, f"/_matrix/federation/v1/state/{enc}", {"event_id": ids[4]})
+    assert "m.room.name" in {p["type"] for p in full["pdus"]} and len(full["pdus"]) == len(st["pdu_ids"])
+    chain = await c2.get_json(name1, f"/_matrix/federation/v1/event_auth/{enc}/{ids[4]}")
+    assert "m.room.create" in {p["type"] for p in chain["auth_chain"]}
+    back = await c2.get_json(name1, f"/_matrix/federation/v1/backfill/{enc}", {"v": ids[4], "limit": "3"})
+    assert [p["content"]["body"] for p in back["pdus"]] == ["m4", "m3", "m2"]
+    missing = await c2.post_json(name1, f"/_matrix/federation/v1/get_missing_events/{enc}",
+                                 {"earliest_events": [ids[0]], "latest_events": [ids[4]], "limit": 10})
+    assert [p["content"]["body"] for p in missing["events"]] == ["m1", "m2", "m3"]
+
+    # A server with no one in the room reads nothing.
+    with pytest.raises(FederationError) as e:
+        await hs3.hs.federation.client.get_json(name1, f"/_matrix/federation/v1/event/{ids[2]}")
+    assert e.value.status == 403
+    with pytest.raises(FederationError) as e:
+        await hs3.hs.federation.client.get_json(name1, f"/_matrix/federation/v1/state_ids/{enc}", {"event_id": ids[4]})
+    assert e.value.status == 403
