@@ -202,6 +202,26 @@ async def post_get_missing_events(request: web.Request) -> web.Response:
     return json_response(await fed_of(request).rooms.get_missing_events(origin, request.match_info["room_id"], body))
 
 
+async def put_invite(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    origin = await _origin(request, body)
+    m = request.match_info
+    return json_response(await fed_of(request).rooms.receive_invite(origin, m["room_id"], m["event_id"], body))
+
+
+async def get_make_leave(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    m = request.match_info
+    return json_response(await fed_of(request).rooms.make_leave(origin, m["room_id"], m["user_id"]))
+
+
+async def put_send_leave(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    origin = await _origin(request, body)
+    m = request.match_info
+    return json_response(await fed_of(request).rooms.send_leave(origin, m["room_id"], m["event_id"], body))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_route("GET", "/_matrix/key/v2/server", get_server_keys)
@@ -221,6 +241,9 @@ def setup(app: web.Application) -> None:
     r.add_route("GET", f"{F1}/make_join/{{room_id}}/{{user_id}}", get_make_join)
     r.add_route("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", put_send_join)
     r.add_route("PUT", f"{F1}/send/{{txn_id}}", put_send)
+    r.add_route("PUT", "/_matrix/federation/v2/invite/{room_id}/{event_id}", put_invite)
+    r.add_route("GET", f"{F1}/make_leave/{{room_id}}/{{user_id}}", get_make_leave)
+    r.add_route("PUT", "/_matrix/federation/v2/send_leave/{room_id}/{event_id}", put_send_leave)
     r.add_route("GET", f"{F1}/event/{{event_id}}", get_event)
     r.add_route("GET", f"{F1}/state_ids/{{room_id}}", get_state_ids)
     r.add_route("GET", f"{F1}/state/{{room_id}}", get_state)

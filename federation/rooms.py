@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 from homeserver.errors import MatrixError, forbidden
 from homeserver.events import AuthError, auth_types_for_event, check_auth, event_id, get_room_version, redact, sign_event
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.events.signing import server_of
+from homeserver.events.signing import server_of, verify_json_signature
 from homeserver.storage import Storage
 
 from federation.client import FederationClient, FederationError, path
-from federation.keyring import Keyring
+from federation.keyring import KeyNotFound, Keyring
 from federation.pdu_checks import CheckedPdu, PduRejected, check_against_auth_events, check_signatures_and_hashes
 
 if TYPE_CHECKING:
@@ -291,6 +291,125 @@ class FederationRooms:
         await self.creator.persist_remote(room_id, checked.event_id, dict(checked.pdu))
         return checked.event_id
 
+    # --- invites across servers --------------------------------------------------------------
+
+    async def send_invite(self, eid: str, signed: dict[str, Any], version: str) -> dict[str, Any]:
+        """Our user invites another server's user: that server countersigns the invite before we
+        store it (so a refusal there fails the invite here, as in Synapse)."""
+        invitee_server = server_of(str(signed["state_key"]))
+        room_id = signed["room_id"]
+        state = await self.storage.events.get_current_state_ids(room_id)
+        keys = [("m.room.create", ""), ("m.room.join_rules", ""), ("m.room.name", ""), ("m.room.avatar", ""),
+                ("m.room.canonical_alias", ""), ("m.room.encryption", ""), ("m.room.member", signed["sender"])]
+        events = await self.storage.events.get_events([state[k] for k in keys if k in state])
+        stripped = [{k: e.pdu[k] for k in ("type", "state_key", "sender", "content")} for e in events.values()]
+        try:
+            resp = await self.client.put_json(invitee_server, path(F2 + "/invite/{}/{}", room_id, eid),
+                                              {"room_version": version, "event": signed, "invite_room_state": stripped})
+        except FederationError as e:
+            raise MatrixError(403 if e.status == 403 else 502, "M_FORBIDDEN" if e.status == 403 else "M_UNKNOWN",
+                              f"{invitee_server} did not accept the invite") from None
+        returned = resp.get("event") if isinstance(resp, dict) else None
+        if not isinstance(returned, dict):
+            raise MatrixError(502, "M_UNKNOWN", f"{invitee_server} sent a malformed invite answer")
+        checked = await check_signatures_and_hashes(returned, version, self.keyring)
+        sig = (returned.get("signatures") or {}).get(invitee_server)
+        if checked.event_id != eid or checked.redacted_for_hash or not sig:
+            raise MatrixError(502, "M_UNKNOWN", f"{invitee_server} returned a different invite")
+        redacted = redact(dict(returned), version)
+        for kid in sig:  # the invitee's server must really have signed it (over the redacted event)
+            try:
+                key = await self.keyring.get_key(invitee_server, kid)
+            except KeyNotFound:
+                continue
+            if verify_json_signature(redacted, invitee_server, kid, key.verify_key):
+                return {**signed, "signatures": returned["signatures"]}
+        raise MatrixError(502, "M_UNKNOWN", f"{invitee_server} did not sign the invite")
+
+    async def receive_invite(self, origin: str, room_id: str, eid: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        version, event = body.get("room_version"), body.get("event")
+        state = body.get("invite_room_state") or []
+        if not isinstance(version, str) or version not in KNOWN_ROOM_VERSIONS:
+            raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", "Unsupported room version", room_version=version)
+        if not isinstance(event, dict) or not isinstance(state, list):
+            raise MatrixError(400, "M_BAD_JSON", "event and invite_room_state are required")
+        target = event.get("state_key")
+        if event.get("type") != "m.room.member" or (event.get("content") or {}).get("membership") != "invite" \
+                or event.get("room_id") != room_id or not isinstance(target, str) or server_of(target) != self.server_name \
+                or server_of(str(event.get("sender", ""))) != origin:
+            raise MatrixError(400, "M_BAD_JSON", "Not an invite from your server to one of our users")
+        user = await self.storage.users.get(target)
+        if user is None or user.deactivated:
+            raise MatrixError(404, "M_NOT_FOUND", "No such user")
+        try:
+            checked = await check_signatures_and_hashes(event, version, self.keyring)
+        except PduRejected as e:
+            raise forbidden(e.reason) from None
+        if checked.event_id != eid or checked.redacted_for_hash:
+            raise MatrixError(400, "M_BAD_JSON", "The event does not match its ID")
+        ours = sign_event(dict(event), self.server_name, self.signing_key, version)
+        ours = {**event, "signatures": {**event.get("signatures", {}), self.server_name: ours["signatures"][self.server_name]}}
+        if await self.storage.events.get_room(room_id) is None:
+            clean = [{k: s[k] for k in ("type", "state_key", "sender", "content") if k in s} for s in state if isinstance(s, dict)]
+            await self.storage.remote_invites.put(target, room_id, eid, ours, clean)
+            self.creator.notifier.notify(users=[target])
+        return {"event": ours}
+
+    async def reject_remote_invite(self, user_id: str, room_id: str) -> None:
+        """Leave a room we do not hold through the server that invited us (make_leave/send_leave);
+        the invite is dropped here whatever the remote says, as Synapse does."""
+        invite = await self.storage.remote_invites.get(user_id, room_id)
+        if invite is None:
+            raise forbidden("You are not in this room")
+        server = server_of(str(invite.event.get("sender", "")))
+        try:
+            made = await self.client.get_json(server, path(F1 + "/make_leave/{}/{}", room_id, user_id))
+            version, proto = made["room_version"], made["event"]
+            event = {k: proto[k] for k in ("room_id", "type", "state_key", "sender", "prev_events", "auth_events", "depth")}
+            event["content"] = {"membership": "leave"}
+            event["origin_server_ts"] = self.creator.clock.time_ms()
+            signed = sign_event(event, self.server_name, self.signing_key, version)
+            await self.client.put_json(server, path(F2 + "/send_leave/{}/{}", room_id, event_id(signed, version)), signed)
+        except (FederationError, KeyError, TypeError) as e:
+            logger.info("remote rejection of %s via %s failed (%s); rejected locally", room_id, server, e)
+        await self.storage.remote_invites.delete(user_id, room_id)
+        self.creator.notifier.notify(users=[user_id])
+
+    async def make_leave(self, origin: str, room_id: str, user_id: str) -> dict[str, Any]:
+        version = await self._room_version(room_id)
+        if server_of(user_id) != origin:
+            raise forbidden("You can only make leaves for your own users")
+        head = await self.creator._head(room_id)  # noqa: SLF001 - the creator owns the room head
+        proto: dict[str, Any] = {"room_id": room_id, "type": "m.room.member", "state_key": user_id, "sender": user_id,
+                                 "content": {"membership": "leave"}, "prev_events": head.extremities[:10],
+                                 "depth": head.depth + 1}
+        wanted = auth_types_for_event(proto, get_room_version(version))
+        proto["auth_events"] = sorted(head.state[k] for k in wanted if k in head.state)
+        try:
+            await self._check_against_current_state(room_id, "$proto", proto, version)
+        except PduRejected as e:
+            raise forbidden(f"You cannot leave this room: {e.reason}") from None
+        return {"room_version": version, "event": proto}
+
+    async def send_leave(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
+        version = await self._room_version(room_id)
+        if pdu.get("room_id") != room_id or pdu.get("type") != "m.room.member" \
+                or (pdu.get("content") or {}).get("membership") != "leave" or pdu.get("state_key") != pdu.get("sender") \
+                or server_of(str(pdu.get("sender", ""))) != origin:
+            raise MatrixError(400, "M_BAD_JSON", "Not a leave of one of your users from this room")
+        try:
+            checked = await check_signatures_and_hashes(pdu, version, self.keyring)
+            if checked.event_id != eid_in_path or checked.redacted_for_hash:
+                raise MatrixError(400, "M_BAD_JSON", "The event does not match its ID")
+            auth = await self.storage.events.get_events(pdu.get("auth_events") or [])
+            check_against_auth_events(checked, {k: v.pdu for k, v in auth.items()}, version,
+                                      await self._create_event(room_id, version))
+            await self._check_against_current_state(room_id, checked.event_id, pdu, version)
+        except PduRejected as e:
+            raise forbidden(e.reason) from None
+        await self.creator.persist_remote(room_id, checked.event_id, dict(pdu))
+        return {}
+
     # --- client side: one of our users joins a room another server holds -----------------------
 
     async def remote_join(self, user_id: str, room_id: str, servers: list[str], content: dict[str, Any]) -> str:
@@ -333,6 +452,7 @@ class FederationRooms:
             check_against_auth_events(CheckedPdu(eid_, pdu, False), everything, version,
                                       {**create, "event_id": create_id} if create else None)
         await self.creator.create_remote_room(room_id, version, state, chain, eid, signed)
+        await self.storage.remote_invites.delete(user_id, room_id)
         return room_id
 
 

@@ -65,8 +65,9 @@ class FederationRuntime:
         if not str(pdu.get("sender", "")).endswith(":" + self.server_name):
             return
         servers = await self.rooms.servers_in_room(new.room_id)
-        if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
-            servers.add(pdu["state_key"].split(":", 1)[1])  # a leaving or kicked user's server hears of it
+        if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str) \
+                and (pdu.get("content") or {}).get("membership") in ("leave", "ban"):
+            servers.add(pdu["state_key"].split(":", 1)[1])  # a kicked or banned user's server hears of it
         servers.discard(self.server_name)
         servers = {s for s in servers if self.policy.allows(s)}
         if servers:

@@ -165,6 +165,8 @@ class HomeServer:
             e2e_keys.remote_claim = hs.federation.remote_keys_claim
             membership.remote_alias = hs.federation.remote_alias
             membership.remote_join = hs.federation.rooms.remote_join
+            membership.remote_invite = hs.federation.rooms.send_invite
+            membership.remote_reject = hs.federation.rooms.reject_remote_invite
         return hs
 
     async def requester(self, request: web.Request) -> Requester:

@@ -123,6 +123,7 @@ class EventCreator:
     async def send(
         self, room_id: str, sender: str, event_type: str, content: dict[str, Any], state_key: str | None = None,
         *, device_id: str | None = None, txn_id: str | None = None, extra: Mapping[str, Any] | None = None,
+        before_persist: Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]] | None = None,
     ) -> NewEvent:
         """Build, sign, auth-check and persist one local event. Raises 403 M_FORBIDDEN if the rules refuse it."""
         version = await self.storage.events.get_room_version(room_id)
@@ -151,6 +152,10 @@ class EventCreator:
                 check_auth(signed, auth_pdus, rv)
             except AuthError as e:
                 raise forbidden(e.message) from None
+            if before_persist is not None:
+                # e.g. an invite to another server's user, which that server must countersign first;
+                # only signatures may change, so the event ID stays the same.
+                signed = await before_persist(eid, signed, rv.identifier)
             try:
                 async with self.storage.db.transaction() as conn:
                     done = await self._persist(conn, room_id, eid, signed, state, snapshot, device_id, txn_id)

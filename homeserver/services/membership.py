@@ -28,6 +28,8 @@ class MembershipService:
         # Set by the composition root when federation is on.
         self.remote_alias: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         self.remote_join: Callable[[str, str, list[str], dict[str, Any]], Awaitable[str]] | None = None
+        self.remote_invite: Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]] | None = None
+        self.remote_reject: Callable[[str, str], Awaitable[None]] | None = None
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -78,6 +80,9 @@ class MembershipService:
         if await self.storage.events.get_room(room_id) is None and self.remote_join is not None:
             if ":" in room_id:
                 servers.append(room_id.split(":", 1)[1])  # rooms before version 12 name their creator's server
+            invite = await self.storage.remote_invites.get(user_id, room_id)
+            if invite is not None:
+                servers.append(str(invite.event.get("sender", "")).split(":", 1)[-1])
             content: dict[str, Any] = {"membership": "join", **await self._profile_content(user_id)}
             _add_reason(content, reason)
             return await self.remote_join(user_id, room_id, list(dict.fromkeys(servers)), content)
@@ -134,9 +139,10 @@ class MembershipService:
         if split_user_id(target) is None:
             raise MatrixError(400, "M_INVALID_PARAM", "user_id must be a user ID")
         await self._require_room(room_id)
-        if not target.endswith(":" + self.server_name):
-            raise MatrixError(400, "M_UNKNOWN", "Inviting users on other servers needs federation, which is not enabled yet")
-        if not await self.storage.users.exists(target):
+        remote = not target.endswith(":" + self.server_name)
+        if remote and self.remote_invite is None:
+            raise MatrixError(400, "M_UNKNOWN", "Inviting users on other servers needs federation, which is not enabled")
+        if not remote and not await self.storage.users.exists(target):
             raise MatrixError(404, "M_NOT_FOUND", "Unknown user")
         current = await self.membership_of(room_id, target)
         if current == "ban":
@@ -147,9 +153,14 @@ class MembershipService:
         if is_direct:
             content["is_direct"] = True
         _add_reason(content, reason)
-        return await self.events.send(room_id, sender, "m.room.member", content, target)
+        return await self.events.send(room_id, sender, "m.room.member", content, target,
+                                      before_persist=self.remote_invite if remote else None)
 
     async def leave(self, user_id: str, room_id: str, *, reason: str | None = None) -> None:
+        if await self.storage.events.get_room(room_id) is None and self.remote_reject is not None \
+                and await self.storage.remote_invites.get(user_id, room_id) is not None:
+            await self.remote_reject(user_id, room_id)  # rejecting an invite to a room another server holds
+            return
         await self._require_room(room_id)
         current = await self.membership_of(room_id, user_id)
         if current in (None, "leave", "ban"):

@@ -157,6 +157,14 @@ class SyncService:
                     ev = changed_membership.get(room_id) or await self._membership_event(room_id, req.user_id)
                     if ev is not None:
                         leave[room_id] = await self._left_room(req, room_id, None, ev)
+        for inv in await self.storage.remote_invites.for_user(req.user_id):
+            # Invites to rooms another server holds: shown until the user joins (then the room is ours
+            # too and its own membership wins) or rejects them.
+            if inv.room_id in memberships or not req.filter.allows_room(inv.room_id) or inv.event.get("sender") in ignored:
+                continue
+            if since is None or since.events < inv.stream_ordering <= upto.events:
+                stripped = {k: inv.event[k] for k in ("type", "state_key", "sender", "content") if k in inv.event}
+                invite[inv.room_id] = {"invite_state": {"events": [*inv.invite_state, stripped]}}
         to_device, upto = await self._to_device(req, since, upto)
         changed, left = await self.keys.device_list_changes(req.user_id, since, upto) if since else ([], [])
         return {

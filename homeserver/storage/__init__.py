@@ -14,6 +14,7 @@ from homeserver.storage.openid import OpenIdStore
 from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.relations import RelationStore
+from homeserver.storage.remote_invites import RemoteInviteStore
 from homeserver.storage.search import SearchStore
 from homeserver.storage.server_keys import ServerKeyStore
 from homeserver.storage.state import StateStore
@@ -45,6 +46,7 @@ class Storage:
         self.server_keys = ServerKeyStore(db)
         self.dehydrated_devices = DehydratedDeviceStore(db)
         self.openid = OpenIdStore(db)
+        self.remote_invites = RemoteInviteStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

@@ -137,3 +137,53 @@ async def test_servers_in_a_room_can_read_its_events_state_and_history(federatio
     with pytest.raises(FederationError) as e:
         await hs3.hs.federation.client.get_json(name1, f"/_matrix/federation/v1/state_ids/{enc}", {"event_id": ids[4]})
     assert e.value.status == 403
+
+
+async def test_invites_across_servers_accept_reject_and_leave(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    carol, tc, _ = await hs2.login_user("carol")
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "private_chat", "name": "Cabinet only"}, token=ta)).body["room_id"]
+    since_b = (await hs2.http.get(f"{C}/sync", token=tb)).body["next_batch"]
+
+    r = await hs1.http.post(f"{C}/rooms/{room}/invite", {"user_id": bob}, token=ta)
+    assert r.status == 200, r.body
+    # The stored invite carries hs2's countersignature.
+    inv_id = await hs1.hs.storage.events.get_current_state_event_id(room, "m.room.member", bob)
+    inv = await hs1.hs.storage.events.get_event(inv_id)
+    assert hs2.config.server_name in inv.pdu["signatures"]
+    body = (await hs2.http.get(f"{C}/sync", token=tb, params={"since": since_b})).body
+    stripped = body["rooms"]["invite"][room]["invite_state"]["events"]
+    assert {"m.room.name", "m.room.member"} <= {e["type"] for e in stripped}
+    # Accepting needs no server hint: the invite says who invited.
+    r = await hs2.http.post(f"{C}/join/{room}", {}, token=tb)
+    assert r.status == 200, r.body
+    body = (await hs2.http.get(f"{C}/sync", token=tb)).body
+    assert room in body["rooms"]["join"] and room not in body["rooms"]["invite"]
+
+    # Carol rejects her invite: the room never reaches hs2 for her, hs1 records her leave.
+    assert (await hs1.http.post(f"{C}/rooms/{room}/invite", {"user_id": carol}, token=ta)).status == 200
+    r = await hs2.http.post(f"{C}/rooms/{room}/leave", {}, token=tc)
+    assert r.status == 200, r.body
+    for _ in range(50):
+        membership = (await hs1.http.get(f"{C}/rooms/{room}/state/m.room.member/{carol}", token=ta)).body.get("membership")
+        if membership == "leave":
+            break
+        await asyncio.sleep(0.05)
+    assert membership == "leave"
+    assert room not in (await hs2.http.get(f"{C}/sync", token=tc)).body["rooms"]["invite"]
+
+    # Bob leaves: hs1 hears it over /send.
+    assert (await hs2.http.post(f"{C}/rooms/{room}/leave", {}, token=tb)).status == 200
+    for _ in range(50):
+        joined = (await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)).body["joined"]
+        if bob not in joined:
+            break
+        await asyncio.sleep(0.05)
+    assert set(joined) == {alice}
+    # An invite to a user who does not exist is refused by their server, and nothing is stored here.
+    r = await hs1.http.post(f"{C}/rooms/{room}/invite", {"user_id": f"@nobody:{hs2.config.server_name}"}, token=ta)
+    assert r.status >= 400
+    assert await hs1.hs.storage.events.get_current_state_event_id(room, "m.room.member", f"@nobody:{hs2.config.server_name}") is None

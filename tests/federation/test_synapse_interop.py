@@ -148,3 +148,37 @@ async def test_qasid_user_joins_a_synapse_room_and_they_talk(federation: Any, sy
         r = await hs1.http.put(f"{C}/rooms/{room}/send/m.room.message/q1", {"msgtype": "m.text", "body": "from Qasid"}, token=ta)
         assert r.status == 200, r.body
         await _synapse_sees(s, synapse, bob_token, room, "from Qasid")
+
+
+async def test_invites_between_qasid_and_synapse(federation: Any, synapse: SynapseServer) -> None:
+    import asyncio
+
+    hs1: RunningServer = await federation("127.0.0.1")
+    alice, ta, _ = await hs1.login_user("alice")
+    C = "/_matrix/client/v3"
+    async with aiohttp.ClientSession() as s:
+        bob, bob_token = await synapse.register(s, "bob")
+        headers = {"Authorization": f"Bearer {bob_token}"}
+        # Qasid invites a Synapse user, who accepts.
+        room = (await hs1.http.post(f"{C}/createRoom", {"preset": "private_chat", "name": "Q room"}, token=ta)).body["room_id"]
+        r = await hs1.http.post(f"{C}/rooms/{room}/invite", {"user_id": bob}, token=ta)
+        assert r.status == 200, (r.body, synapse.log_tail())
+        async with s.post(f"{synapse.client_url}/_matrix/client/v3/join/{room}", json={}, headers=headers) as r:
+            assert r.status == 200, (await r.json(), synapse.log_tail())
+        joined = (await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)).body["joined"]
+        assert set(joined) == {alice, bob}
+        # Synapse invites a Qasid user, who accepts.
+        async with s.post(f"{synapse.client_url}/_matrix/client/v3/createRoom",
+                          json={"preset": "private_chat", "name": "S room", "invite": [alice]}, headers=headers) as r:
+            body = await r.json()
+            assert r.status == 200, (body, synapse.log_tail())
+            sroom = body["room_id"]
+        for _ in range(50):
+            invites = (await hs1.http.get(f"{C}/sync", token=ta)).body["rooms"]["invite"]
+            if sroom in invites:
+                break
+            await asyncio.sleep(0.1)
+        assert sroom in invites
+        r = await hs1.http.post(f"{C}/join/{sroom}", {}, token=ta)
+        assert r.status == 200, (r.body, synapse.log_tail())
+        assert (await hs1.http.get(f"{C}/rooms/{sroom}/state/m.room.name/", token=ta)).body == {"name": "S room"}
