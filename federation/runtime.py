@@ -57,6 +57,7 @@ class FederationRuntime:
         self.rooms = FederationRooms(config.server_name, storage, creator, self.keyring, self.client, signing_key)
         self.sender = FederationSender(config.server_name, self.client, clock)
         self._seen_txns: dict[tuple[str, str], dict[str, Any]] = {}
+        self.edus: Any = None  # the EduHandler, attached by the composition root
         creator.listeners.append(self.on_local_event)
 
     async def on_local_event(self, new: Any) -> None:
@@ -79,6 +80,8 @@ class FederationRuntime:
         if key in self._seen_txns:
             return self._seen_txns[key]
         result = await self.rooms.receive_transaction(origin, body)
+        if self.edus is not None and isinstance(body.get("edus"), list):
+            await self.edus.receive(origin, body["edus"])
         if len(self._seen_txns) > 10_000:
             self._seen_txns.clear()
         self._seen_txns[key] = result

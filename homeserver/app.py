@@ -54,6 +54,7 @@ from homeserver.services.visibility import VisibilityService
 from homeserver.signing_key import read_old_verify_keys, read_signing_keys
 
 from federation import api as federation_api
+from federation.edus import EduHandler
 from federation.runtime import FederationRuntime
 from homeserver.storage import Storage
 from homeserver.storage.sequences import current_id
@@ -167,6 +168,12 @@ class HomeServer:
             membership.remote_join = hs.federation.rooms.remote_join
             membership.remote_invite = hs.federation.rooms.send_invite
             membership.remote_reject = hs.federation.rooms.reject_remote_invite
+            edus = EduHandler(hs, hs.federation)
+            hs.federation.edus = edus
+            typing.on_change = edus.typing_changed
+            hs.user_data.on_receipt = edus.receipt_sent
+            e2e_keys.on_device_change = edus.device_list_changed
+            hs.to_device.remote_sender = edus.send_to_device
         return hs
 
     async def requester(self, request: web.Request) -> Requester:

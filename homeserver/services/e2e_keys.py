@@ -61,6 +61,7 @@ class E2eKeyService:
         # Set by the composition root when federation is on: (server, request part) -> response body.
         self.remote_query: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
         self.remote_claim: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
+        self.on_device_change: Callable[[str], Awaitable[None]] | None = None
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self.server_name)
@@ -262,9 +263,12 @@ class E2eKeyService:
     # --- device lists ------------------------------------------------------------------------
 
     async def wake_for_device_change(self, user_id: str) -> None:
-        """Wake the syncs of everyone who shares a room with ``user_id`` (and the user's own devices)."""
+        """Wake the syncs of everyone who shares a room with ``user_id`` (and the user's own devices),
+        and tell other servers sharing a room with a local user that the device list changed."""
         rooms = await self.storage.events.rooms_for_user(user_id, ("join",))
         self.notifier.notify(rooms=list(rooms), users=[user_id])
+        if self.on_device_change is not None and self.is_local(user_id):
+            await self.on_device_change(user_id)
 
     async def device_list_changes(self, user_id: str, since: SyncToken, upto: SyncToken) -> tuple[list[str], list[str]]:
         """(changed, left) between two tokens: users whose devices changed and who share a room with

@@ -63,6 +63,19 @@ class ToDeviceService:
             else:
                 logger.info("to-device messages for %d remote users dropped: federation is not enabled", len(remote))
 
+    async def deliver_local(self, sender: str, event_type: str, messages: Mapping[str, Any]) -> None:
+        """Messages from another server's user (already checked by federation) into our devices' inboxes."""
+        rows: list[tuple[str, str, dict[str, Any]]] = []
+        for user_id, per_device in messages.items():
+            if not isinstance(per_device, dict):
+                continue
+            valid = {d: c for d, c in per_device.items() if isinstance(c, dict) and len(orjson.dumps(c)) <= MAX_MESSAGE_BYTES}
+            for device_id, content in await self._targets(user_id, valid):
+                rows.append((user_id, device_id, {"type": event_type, "sender": sender, "content": content}))
+        if rows:
+            await self.storage.to_device.add(sender, None, None, self.clock.time_ms(), rows[:MAX_MESSAGES_PER_REQUEST])
+            self.notifier.notify(users={r[0] for r in rows})
+
     async def _targets(self, user_id: str, per_device: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Expand ``*`` to every device of the user; a message for a named device wins over ``*``."""
         out: dict[str, dict[str, Any]] = {}

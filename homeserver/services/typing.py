@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from homeserver.clock import Clock
 from homeserver.errors import MatrixError
@@ -19,6 +20,8 @@ class TypingService:
         self._room_serial: dict[str, int] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.serial = 0
+        # Called with (room, user, typing) for local changes (federation tells the other servers).
+        self.on_change: Callable[[str, str, bool], None] | None = None
 
     def _bump(self, room_id: str) -> None:
         self.serial += 1
@@ -42,6 +45,8 @@ class TypingService:
                 self._bump(room_id)
         elif users.pop(user_id, None) is not None:
             self._bump(room_id)
+        if self.on_change is not None:
+            self.on_change(room_id, user_id, typing)
 
     def _expire(self, room_id: str, user_id: str) -> None:
         self._timers.pop((room_id, user_id), None)

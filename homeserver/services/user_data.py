@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.clock import Clock
 from homeserver.errors import MatrixError, forbidden
@@ -21,6 +21,8 @@ class UserDataService:
         self.storage = storage
         self.clock = clock
         self.notifier = notifier
+        # Set by the composition root: public receipts of local users go to the other servers.
+        self.on_receipt: Callable[[Receipt], Awaitable[None]] | None = None
 
     @staticmethod
     def _own(requester: str, target: str) -> None:
@@ -102,10 +104,11 @@ class UserDataService:
             await self.storage.user_data.put_account_data(user_id, room_id, "m.fully_read", {"event_id": event_id})
             self.notifier.notify(users=[user_id])
             return
-        await self.storage.user_data.put_receipt(
-            Receipt(room_id, receipt_type, user_id, thread_id or "", event_id, self.clock.time_ms())
-        )
+        receipt = Receipt(room_id, receipt_type, user_id, thread_id or "", event_id, self.clock.time_ms())
+        await self.storage.user_data.put_receipt(receipt)
         self.notifier.notify(rooms=[room_id])
+        if self.on_receipt is not None and receipt_type == "m.read":  # private receipts never leave the server
+            await self.on_receipt(receipt)
 
     async def read_markers(self, user_id: str, room_id: str, body: dict[str, Any]) -> None:
         for key in ("m.fully_read", "m.read", "m.read.private"):

@@ -187,3 +187,54 @@ async def test_invites_across_servers_accept_reject_and_leave(federation) -> Non
     r = await hs1.http.post(f"{C}/rooms/{room}/invite", {"user_id": f"@nobody:{hs2.config.server_name}"}, token=ta)
     assert r.status >= 400
     assert await hs1.hs.storage.events.get_current_state_event_id(room, "m.room.member", f"@nobody:{hs2.config.server_name}") is None
+
+
+async def test_typing_receipts_to_device_and_device_lists_cross_servers(federation) -> None:
+    from tests.rooms.test_e2e_keys import _key, device_keys
+
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, da = await hs1.login_user("alice")
+    bob, tb, db = await hs2.login_user("bob")
+    name1 = hs1.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "edu"}, token=ta)).body["room_id"]
+    assert (await hs2.http.post(f"{C}/join/%23edu:{name1}", {}, token=tb)).status == 200
+    msg = (await hs1.http.put(f"{C}/rooms/{room}/send/m.room.message/e1", {"msgtype": "m.text", "body": "x"}, token=ta)).body["event_id"]
+    await _wait_for_text(hs2, tb, room, "x")
+    since_a = (await hs1.http.get(f"{C}/sync", token=ta)).body["next_batch"]
+    since_b = (await hs2.http.get(f"{C}/sync", token=tb)).body["next_batch"]
+
+    # Bob types (hs2 -> hs1); alice reads (hs1 -> hs2).
+    assert (await hs2.http.put(f"{C}/rooms/{room}/typing/{bob}", {"typing": True, "timeout": 10000}, token=tb)).status == 200
+    assert (await hs1.http.post(f"{C}/rooms/{room}/receipt/m.read/{msg}", {}, token=ta)).status == 200
+
+    async def until(srv: RunningServer, token: str, since: str, pred) -> dict[str, Any]:
+        for _ in range(60):
+            b = (await srv.http.get(f"{C}/sync", token=token, params={"since": since, "timeout": "200"})).body
+            if pred(b):
+                return b
+        raise AssertionError("never seen")
+
+    def typing_seen(b: dict[str, Any]) -> bool:
+        evs = b["rooms"]["join"].get(room, {}).get("ephemeral", {}).get("events", [])
+        return any(e["type"] == "m.typing" and bob in e["content"]["user_ids"] for e in evs)
+
+    def receipt_seen(b: dict[str, Any]) -> bool:
+        evs = b["rooms"]["join"].get(room, {}).get("ephemeral", {}).get("events", [])
+        return any(e["type"] == "m.receipt" and alice in e["content"].get(msg, {}).get("m.read", {}) for e in evs)
+
+    await until(hs1, ta, since_a, typing_seen)
+    await until(hs2, tb, since_b, receipt_seen)
+
+    # To-device across servers, to a named device and to all of bob's devices.
+    r = await hs1.http.put(f"{C}/sendToDevice/m.test/t1", {"messages": {bob: {db: {"n": 1}}}}, token=ta)
+    assert r.status == 200
+    b = await until(hs2, tb, since_b, lambda b: b["to_device"]["events"])
+    assert b["to_device"]["events"] == [{"type": "m.test", "sender": alice, "content": {"n": 1}}]
+
+    # Bob's new device keys: alice's sync on hs1 lists bob as changed, and her query fetches them from hs2.
+    since_a = (await hs1.http.get(f"{C}/sync", token=ta)).body["next_batch"]
+    assert (await hs2.http.post(f"{C}/keys/upload", {"device_keys": device_keys(bob, db, _key(db))}, token=tb)).status == 200
+    b = await until(hs1, ta, since_a, lambda b: bob in b["device_lists"]["changed"])
+    r = await hs1.http.post(f"{C}/keys/query", {"device_keys": {bob: []}}, token=ta)
+    assert db in r.body["device_keys"][bob]
