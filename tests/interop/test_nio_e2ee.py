@@ -16,10 +16,10 @@ PASSWORD = "long-enough-pw"
 class Device:
     """One nio client (one device) that remembers every message it could and could not decrypt."""
 
-    def __init__(self, server: RunningServer, user_id: str, store: Path) -> None:
+    def __init__(self, server: RunningServer, user_id: str, store: Path, ssl: Any = None) -> None:
         store.mkdir(parents=True, exist_ok=True)
         config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
-        self.client = nio.AsyncClient(server.base_url, user_id, store_path=str(store), config=config)
+        self.client = nio.AsyncClient(server.base_url, user_id, store_path=str(store), config=config, ssl=ssl)
         self.decrypted: dict[str, str] = {}
         self.undecryptable: list[str] = []
         self.client.add_event_callback(self._on_text, nio.RoomMessageText)
