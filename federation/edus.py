@@ -95,6 +95,8 @@ class EduHandler:
                 logger.exception("EDU %s from %s failed", edu.get("edu_type"), origin)
 
     async def _member(self, room_id: str, user_id: str) -> bool:
+        if not await self.fed.rooms.acl_allows(room_id, server_of(user_id)):
+            return False
         eid = await self.hs.storage.events.get_current_state_event_id(room_id, "m.room.member", user_id)
         ev = await self.hs.storage.events.get_event(eid) if eid else None
         return ev is not None and ev.pdu.get("content", {}).get("membership") == "join"

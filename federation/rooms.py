@@ -21,6 +21,7 @@ from homeserver.events.signing import server_of, verify_json_signature
 from homeserver.storage import Storage
 
 from federation.client import FederationClient, FederationError, path
+from federation.acl import server_allowed
 from federation.keyring import KeyNotFound, Keyring
 from federation.pdu_checks import CheckedPdu, PduRejected, check_against_auth_events, check_signatures_and_hashes
 
@@ -93,8 +94,18 @@ class FederationRooms:
 
     # --- server side: what other servers in a room may read ------------------------------------
 
+    async def acl_allows(self, room_id: str, server: str) -> bool:
+        eid = await self.storage.events.get_current_state_event_id(room_id, "m.room.server_acl", "")
+        ev = (await self.storage.events.get_events([eid])).get(eid) if eid else None
+        return server_allowed(server, ev.pdu.get("content", {}) if ev else None)
+
+    async def _require_acl(self, room_id: str, origin: str) -> None:
+        if not await self.acl_allows(room_id, origin):
+            raise forbidden("Your server is denied by this room's server ACL")
+
     async def _require_in_room(self, origin: str, room_id: str) -> str:
         version = await self._room_version(room_id)
+        await self._require_acl(room_id, origin)
         if origin not in await self.servers_in_room(room_id):
             raise forbidden("Your server has no one in this room")
         return version
@@ -199,6 +210,7 @@ class FederationRooms:
                               room_version=version)
         if server_of(user_id) != origin:
             raise forbidden("You can only make joins for your own users")
+        await self._require_acl(room_id, origin)
         head = await self.creator._head(room_id)  # noqa: SLF001 - the creator owns the room head
         proto: dict[str, Any] = {
             "room_id": room_id, "type": "m.room.member", "state_key": user_id, "sender": user_id,
@@ -219,6 +231,7 @@ class FederationRooms:
                 or (pdu.get("content") or {}).get("membership") != "join" or pdu.get("state_key") != pdu.get("sender") \
                 or server_of(str(pdu.get("sender", ""))) != origin:
             raise MatrixError(400, "M_BAD_JSON", "Not a join of one of your users to this room")
+        await self._require_acl(room_id, origin)
         try:
             checked = await check_signatures_and_hashes(pdu, version, self.keyring)
             if checked.event_id != eid_in_path:
@@ -272,6 +285,8 @@ class FederationRooms:
         version = await self.storage.events.get_room_version(room_id) if isinstance(room_id, str) else None
         if version is None:
             raise PduRejected(None, "unknown room")
+        if not await self.acl_allows(room_id, origin):
+            raise PduRejected(None, "origin denied by the room's server ACL")
         checked = await check_signatures_and_hashes(pdu, version, self.keyring)
         if server_of(str(pdu.get("sender", ""))) == self.server_name:
             raise PduRejected(checked.event_id, "events of our own users come from us")
@@ -379,6 +394,7 @@ class FederationRooms:
         version = await self._room_version(room_id)
         if server_of(user_id) != origin:
             raise forbidden("You can only make leaves for your own users")
+        await self._require_acl(room_id, origin)
         head = await self.creator._head(room_id)  # noqa: SLF001 - the creator owns the room head
         proto: dict[str, Any] = {"room_id": room_id, "type": "m.room.member", "state_key": user_id, "sender": user_id,
                                  "content": {"membership": "leave"}, "prev_events": head.extremities[:10],

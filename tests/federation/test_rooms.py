@@ -238,3 +238,43 @@ async def test_typing_receipts_to_device_and_device_lists_cross_servers(federati
     b = await until(hs1, ta, since_a, lambda b: bob in b["device_lists"]["changed"])
     r = await hs1.http.post(f"{C}/keys/query", {"device_keys": {bob: []}}, token=ta)
     assert db in r.body["device_keys"][bob]
+
+
+def test_server_acl_rules() -> None:
+    from federation.acl import server_allowed
+
+    acl = {"allow": ["*.gov.example", "127.0.0.*"], "deny": ["bad.gov.example"], "allow_ip_literals": True}
+    assert server_allowed("mofa.gov.example", acl) and server_allowed("mofa.gov.example:8448", acl)
+    assert not server_allowed("bad.gov.example", acl) and not server_allowed("evil.example", acl)
+    assert server_allowed("127.0.0.2:8448", acl)
+    assert not server_allowed("127.0.0.2:8448", {**acl, "allow_ip_literals": False})
+    assert server_allowed("anything.example", None) and not server_allowed("anything.example", {})
+
+
+async def test_server_acl_is_enforced_on_federation(federation) -> None:
+    from federation.client import FederationError
+    import pytest
+
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    hs3: RunningServer = await federation("127.0.0.3")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    carol, tc, _ = await hs3.login_user("carol")
+    name1 = hs1.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "acl"}, token=ta)).body["room_id"]
+    assert (await hs2.http.post(f"{C}/join/%23acl:{name1}", {}, token=tb)).status == 200
+    r = await hs1.http.put(f"{C}/rooms/{room}/state/m.room.server_acl/", {"allow": ["*"], "deny": ["127.0.0.2", "127.0.0.3"],
+                                                                        "allow_ip_literals": True}, token=ta)
+    assert r.status == 200, r.body
+    await asyncio.sleep(0.3)
+    r = await hs2.http.put(f"{C}/rooms/{room}/send/m.room.message/x", {"msgtype": "m.text", "body": "after the ACL"}, token=tb)
+    assert r.status == 200  # hs2 stores its own event; hs1 refuses it
+    await asyncio.sleep(0.5)
+    chunk = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "10"})).body["chunk"]
+    assert not any(e["content"].get("body") == "after the ACL" for e in chunk)
+    r = await hs3.http.post(f"{C}/join/%23acl:{name1}", {}, token=tc)
+    assert r.status >= 400
+    with pytest.raises(FederationError) as e:
+        await hs3.hs.federation.client.get_json(name1, f"/_matrix/federation/v1/make_join/{room}/{carol}", {"ver": ["12"]})
+    assert e.value.status == 403
