@@ -49,7 +49,7 @@ class EduHandler:
     async def _send_typing(self, room_id: str, user_id: str, typing: bool) -> None:
         servers = await self._remote_servers(room_id)
         if servers:
-            self.fed.sender.enqueue_edu(servers, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing})
+            await self.fed.sender.enqueue_edu(servers, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing})
 
     async def receipt_sent(self, receipt: Receipt) -> None:
         servers = await self._remote_servers(receipt.room_id)
@@ -58,7 +58,7 @@ class EduHandler:
             if receipt.thread_id:
                 data["thread_id"] = receipt.thread_id
             content = {receipt.room_id: {"m.read": {receipt.user_id: {"event_ids": [receipt.event_id], "data": data}}}}
-            self.fed.sender.enqueue_edu(servers, "m.receipt", content)
+            await self.fed.sender.enqueue_edu(servers, "m.receipt", content)
 
     async def send_to_device(self, sender: str, event_type: str, messages: Mapping[str, Any]) -> None:
         by_server: dict[str, dict[str, Any]] = {}
@@ -66,7 +66,7 @@ class EduHandler:
             by_server.setdefault(server_of(user_id), {})[user_id] = per_device
         for server, msgs in by_server.items():
             if self.fed.policy.allows(server):
-                self.fed.sender.enqueue_edu({server}, "m.direct_to_device", {
+                await self.fed.sender.enqueue_edu({server}, "m.direct_to_device", {
                     "sender": sender, "type": event_type, "message_id": secrets.token_hex(12), "messages": msgs})
 
     async def device_list_changed(self, user_id: str) -> None:
@@ -80,7 +80,7 @@ class EduHandler:
         prev = self._last_device_stream.get(user_id)
         self._last_device_stream[user_id] = stream_id
         # No device ID names "every device may have changed": receivers resync through /user/devices.
-        self.fed.sender.enqueue_edu(servers, "m.device_list_update", {
+        await self.fed.sender.enqueue_edu(servers, "m.device_list_update", {
             "user_id": user_id, "device_id": "", "stream_id": stream_id, "prev_id": [prev] if prev else [], "deleted": False})
 
     # --- inbound -----------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class FederationRuntime:
             fetch_from_notary=self._fetch_from_notary,
         )
         self.rooms = FederationRooms(config.server_name, storage, creator, self.keyring, self.client, signing_key)
-        self.sender = FederationSender(config.server_name, self.client, clock)
+        self.sender = FederationSender(config.server_name, self.client, clock, storage.federation_outbox)
         self._seen_txns: dict[tuple[str, str], dict[str, Any]] = {}
         self.edus: Any = None  # the EduHandler, attached by the composition root
         creator.listeners.append(self.on_local_event)
@@ -72,7 +72,7 @@ class FederationRuntime:
         servers.discard(self.server_name)
         servers = {s for s in servers if self.policy.allows(s)}
         if servers:
-            self.sender.enqueue(servers, pdu)
+            await self.sender.enqueue(servers, pdu)
 
     async def receive_transaction(self, origin: str, txn_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A retried transaction gets the first answer again instead of being processed twice."""

@@ -235,6 +235,8 @@ async def start_homeserver(config: Config, clock: Clock | None = None) -> tuple[
 
     async def on_startup(_: web.Application) -> None:
         task["sweeper"] = asyncio.create_task(_sweeper(hs))
+        if hs.federation is not None:
+            await hs.federation.sender.resume()  # catch up on what was not delivered before the last stop
 
     async def on_cleanup(_: web.Application) -> None:
         if "sweeper" in task:

@@ -7,6 +7,7 @@ from homeserver.storage.dehydrated_devices import DehydratedDeviceStore
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.events import AliasStore, EventStore
+from homeserver.storage.federation_outbox import FederationOutboxStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.migrations import migrate
@@ -47,6 +48,7 @@ class Storage:
         self.dehydrated_devices = DehydratedDeviceStore(db)
         self.openid = OpenIdStore(db)
         self.remote_invites = RemoteInviteStore(db)
+        self.federation_outbox = FederationOutboxStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":
