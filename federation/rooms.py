@@ -280,7 +280,7 @@ class FederationRooms:
                     results[e.event_id] = {"error": e.reason}
         return {"pdus": results}
 
-    async def receive_pdu(self, origin: str, pdu: dict[str, Any]) -> str:
+    async def receive_pdu(self, origin: str, pdu: dict[str, Any], *, fetch_missing: bool = True) -> str:
         room_id = pdu.get("room_id")
         version = await self.storage.events.get_room_version(room_id) if isinstance(room_id, str) else None
         if version is None:
@@ -298,6 +298,10 @@ class FederationRooms:
         needed = list(pdu.get("auth_events") or []) + list(pdu.get("prev_events") or [])
         known = await self.storage.events.get_events(needed)
         missing = [e for e in needed if e not in known]
+        if missing and fetch_missing:
+            await self._fetch_missing(origin, room_id, checked.event_id, int(pdu.get("depth", 0)))
+            known = await self.storage.events.get_events(needed)
+            missing = [e for e in needed if e not in known]
         if missing:
             raise PduRejected(checked.event_id, f"prev/auth events not held here: {', '.join(missing[:3])}")
         create = await self._create_event(room_id, version)
@@ -425,6 +429,24 @@ class FederationRooms:
             raise forbidden(e.reason) from None
         await self.creator.persist_remote(room_id, checked.event_id, dict(pdu))
         return {}
+
+    async def _fetch_missing(self, origin: str, room_id: str, eid: str, depth: int) -> None:
+        """Ask the origin for the events between what we hold and ``eid`` (get_missing_events), and
+        take each in order through the same checks; what cannot be checked stays missing."""
+        head = await self.creator._head(room_id)  # noqa: SLF001 - the creator owns the room head
+        try:
+            resp = await self.client.post_json(origin, path(F1 + "/get_missing_events/{}", room_id), {
+                "earliest_events": head.extremities, "latest_events": [eid], "limit": 20,
+                "min_depth": max(0, depth - 50)})
+        except FederationError as e:
+            logger.info("get_missing_events from %s failed: %s", origin, e)
+            return
+        events = resp.get("events") if isinstance(resp, dict) else None
+        for ev in sorted((e for e in events or [] if isinstance(e, dict)), key=lambda e: int(e.get("depth", 0))):
+            try:
+                await self.receive_pdu(origin, ev, fetch_missing=False)
+            except PduRejected as e:
+                logger.info("missing event from %s refused: %s", origin, e)
 
     # --- client side: one of our users joins a room another server holds -----------------------
 

@@ -278,3 +278,28 @@ async def test_server_acl_is_enforced_on_federation(federation) -> None:
     with pytest.raises(FederationError) as e:
         await hs3.hs.federation.client.get_json(name1, f"/_matrix/federation/v1/make_join/{room}/{carol}", {"ver": ["12"]})
     assert e.value.status == 403
+
+
+async def test_missing_events_are_fetched_before_a_new_one_is_accepted(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    name1 = hs1.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "gap"}, token=ta)).body["room_id"]
+    assert (await hs2.http.post(f"{C}/join/%23gap:{name1}", {}, token=tb)).status == 200
+    sender = hs2.hs.federation.sender
+    real = sender.enqueue
+
+    async def lost(destinations: set[str], pdu: dict[str, Any]) -> None:
+        return None  # as if these transactions never reached hs1
+
+    sender.enqueue = lost  # type: ignore[method-assign]
+    gap = [(await hs2.http.put(f"{C}/rooms/{room}/send/m.room.message/g{i}", {"msgtype": "m.text", "body": f"lost {i}"},
+                               token=tb)).body["event_id"] for i in range(2)]
+    sender.enqueue = real  # type: ignore[method-assign]
+    last = (await hs2.http.put(f"{C}/rooms/{room}/send/m.room.message/g2", {"msgtype": "m.text", "body": "after the gap"},
+                               token=tb)).body["event_id"]
+    await _wait_for_text(hs1, ta, room, "after the gap")
+    chunk = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "5"})).body["chunk"]
+    assert [e["event_id"] for e in chunk[:3]] == [last, gap[1], gap[0]]
