@@ -222,6 +222,20 @@ async def put_send_leave(request: web.Request) -> web.Response:
     return json_response(await fed_of(request).rooms.send_leave(origin, m["room_id"], m["event_id"], body))
 
 
+async def get_make_knock(request: web.Request) -> web.Response:
+    origin = await _origin(request)
+    m = request.match_info
+    versions = request.query.getall("ver", []) or ["1"]
+    return json_response(await fed_of(request).rooms.make_knock(origin, m["room_id"], m["user_id"], versions))
+
+
+async def put_send_knock(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    origin = await _origin(request, body)
+    m = request.match_info
+    return json_response(await fed_of(request).rooms.send_knock(origin, m["room_id"], m["event_id"], body))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_route("GET", "/_matrix/key/v2/server", get_server_keys)
@@ -241,6 +255,8 @@ def setup(app: web.Application) -> None:
     r.add_route("GET", f"{F1}/make_join/{{room_id}}/{{user_id}}", get_make_join)
     r.add_route("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", put_send_join)
     r.add_route("PUT", f"{F1}/send/{{txn_id}}", put_send)
+    r.add_route("GET", f"{F1}/make_knock/{{room_id}}/{{user_id}}", get_make_knock)
+    r.add_route("PUT", f"{F1}/send_knock/{{room_id}}/{{event_id}}", put_send_knock)
     r.add_route("PUT", "/_matrix/federation/v2/invite/{room_id}/{event_id}", put_invite)
     r.add_route("GET", f"{F1}/make_leave/{{room_id}}/{{user_id}}", get_make_leave)
     r.add_route("PUT", "/_matrix/federation/v2/send_leave/{room_id}/{event_id}", put_send_leave)

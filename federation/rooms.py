@@ -10,8 +10,6 @@ a remote event is applied on top of the current state once it passes auth agains
 from __future__ import annotations
 
 import logging
-import secrets
-import string
 from typing import TYPE_CHECKING, Any, Mapping
 
 from homeserver.errors import MatrixError, forbidden
@@ -203,55 +201,84 @@ class FederationRooms:
 
     # --- server side: someone on another server joins one of our rooms -------------------------
 
-    async def make_join(self, origin: str, room_id: str, user_id: str, versions: list[str]) -> dict[str, Any]:
+    async def _make_membership(self, origin: str, room_id: str, user_id: str, membership: str,
+                               versions: list[str] | None) -> dict[str, Any]:
+        """make_join / make_leave / make_knock: a template on our room head for the other server to sign."""
         version = await self._room_version(room_id)
-        if version not in versions:
+        if versions is not None and version not in versions:
             raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", "Your server does not support this room's version",
                               room_version=version)
         if server_of(user_id) != origin:
-            raise forbidden("You can only make joins for your own users")
+            raise forbidden(f"You can only make {membership}s for your own users")
         await self._require_acl(room_id, origin)
         head = await self.creator._head(room_id)  # noqa: SLF001 - the creator owns the room head
         proto: dict[str, Any] = {
             "room_id": room_id, "type": "m.room.member", "state_key": user_id, "sender": user_id,
-            "content": {"membership": "join"}, "prev_events": head.extremities[:10], "depth": head.depth + 1,
+            "content": {"membership": membership}, "prev_events": head.extremities[:10], "depth": head.depth + 1,
         }
-        rv = get_room_version(version)
-        wanted = auth_types_for_event(proto, rv)
+        wanted = auth_types_for_event(proto, get_room_version(version))
         proto["auth_events"] = sorted(head.state[k] for k in wanted if k in head.state)
         try:
             await self._check_against_current_state(room_id, "$proto", proto, version)
         except PduRejected as e:
-            raise forbidden(f"You cannot join this room: {e.reason}") from None
+            raise forbidden(f"You cannot {membership} this room: {e.reason}") from None
         return {"room_version": version, "event": proto}
 
-    async def send_join(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
+    async def _send_membership(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any],
+                               membership: str) -> str:
+        """send_join / send_leave / send_knock: check the signed event and apply it to the room."""
         version = await self._room_version(room_id)
         if pdu.get("room_id") != room_id or pdu.get("type") != "m.room.member" \
-                or (pdu.get("content") or {}).get("membership") != "join" or pdu.get("state_key") != pdu.get("sender") \
+                or (pdu.get("content") or {}).get("membership") != membership or pdu.get("state_key") != pdu.get("sender") \
                 or server_of(str(pdu.get("sender", ""))) != origin:
-            raise MatrixError(400, "M_BAD_JSON", "Not a join of one of your users to this room")
+            raise MatrixError(400, "M_BAD_JSON", f"Not a {membership} of one of your users in this room")
         await self._require_acl(room_id, origin)
         try:
             checked = await check_signatures_and_hashes(pdu, version, self.keyring)
-            if checked.event_id != eid_in_path:
-                raise MatrixError(400, "M_BAD_JSON", "The event ID does not match the event")
-            if checked.redacted_for_hash:
-                raise PduRejected(checked.event_id, "content hash mismatch")
+            if checked.event_id != eid_in_path or checked.redacted_for_hash:
+                raise MatrixError(400, "M_BAD_JSON", "The event does not match its ID")
             auth = await self.storage.events.get_events(pdu.get("auth_events") or [])
-            create = await self._create_event(room_id, version)
-            check_against_auth_events(checked, {k: v.pdu for k, v in auth.items()}, version, create)
+            check_against_auth_events(checked, {k: v.pdu for k, v in auth.items()}, version,
+                                      await self._create_event(room_id, version))
             await self._check_against_current_state(room_id, checked.event_id, pdu, version)
         except PduRejected as e:
             raise forbidden(e.reason) from None
-        state = await self._current_state_pdus(room_id)
         await self.creator.persist_remote(room_id, checked.event_id, dict(pdu))
+        return version
+
+    async def make_join(self, origin: str, room_id: str, user_id: str, versions: list[str]) -> dict[str, Any]:
+        return await self._make_membership(origin, room_id, user_id, "join", versions)
+
+    async def send_join(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
+        state = await self._current_state_pdus(room_id)
+        await self._send_membership(origin, room_id, eid_in_path, pdu, "join")
         chain = await self._auth_chain(list(state) + list(pdu.get("auth_events") or []))
         return {
             "origin": self.server_name, "event": pdu, "members_omitted": False,
             "state": list(state.values()), "auth_chain": list(chain.values()),
             "servers_in_room": sorted(await self.servers_in_room(room_id)),
         }
+
+    async def make_leave(self, origin: str, room_id: str, user_id: str) -> dict[str, Any]:
+        return await self._make_membership(origin, room_id, user_id, "leave", None)
+
+    async def send_leave(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
+        await self._send_membership(origin, room_id, eid_in_path, pdu, "leave")
+        return {}
+
+    async def make_knock(self, origin: str, room_id: str, user_id: str, versions: list[str]) -> dict[str, Any]:
+        return await self._make_membership(origin, room_id, user_id, "knock", versions)
+
+    async def send_knock(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
+        await self._send_membership(origin, room_id, eid_in_path, pdu, "knock")
+        return {"knock_room_state": await self.stripped_state(room_id)}
+
+    async def stripped_state(self, room_id: str, extra: tuple[tuple[str, str], ...] = ()) -> list[dict[str, Any]]:
+        state = await self.storage.events.get_current_state_ids(room_id)
+        keys = [("m.room.create", ""), ("m.room.join_rules", ""), ("m.room.name", ""), ("m.room.avatar", ""),
+                ("m.room.canonical_alias", ""), ("m.room.encryption", ""), ("m.room.topic", ""), *extra]
+        events = await self.storage.events.get_events([state[k] for k in keys if k in state])
+        return [{k: e.pdu[k] for k in ("type", "state_key", "sender", "content")} for e in events.values()]
 
     async def _create_event(self, room_id: str, version: str) -> dict[str, Any] | None:
         state = await self.storage.events.get_current_state_ids(room_id)
@@ -317,11 +344,7 @@ class FederationRooms:
         store it (so a refusal there fails the invite here, as in Synapse)."""
         invitee_server = server_of(str(signed["state_key"]))
         room_id = signed["room_id"]
-        state = await self.storage.events.get_current_state_ids(room_id)
-        keys = [("m.room.create", ""), ("m.room.join_rules", ""), ("m.room.name", ""), ("m.room.avatar", ""),
-                ("m.room.canonical_alias", ""), ("m.room.encryption", ""), ("m.room.member", signed["sender"])]
-        events = await self.storage.events.get_events([state[k] for k in keys if k in state])
-        stripped = [{k: e.pdu[k] for k in ("type", "state_key", "sender", "content")} for e in events.values()]
+        stripped = await self.stripped_state(room_id, (("m.room.member", signed["sender"]),))
         try:
             resp = await self.client.put_json(invitee_server, path(F2 + "/invite/{}/{}", room_id, eid),
                                               {"room_version": version, "event": signed, "invite_room_state": stripped})
@@ -382,53 +405,12 @@ class FederationRooms:
             raise forbidden("You are not in this room")
         server = server_of(str(invite.event.get("sender", "")))
         try:
-            made = await self.client.get_json(server, path(F1 + "/make_leave/{}/{}", room_id, user_id))
-            version, proto = made["room_version"], made["event"]
-            event = {k: proto[k] for k in ("room_id", "type", "state_key", "sender", "prev_events", "auth_events", "depth")}
-            event["content"] = {"membership": "leave"}
-            event["origin_server_ts"] = self.creator.clock.time_ms()
-            signed = sign_event(event, self.server_name, self.signing_key, version)
-            await self.client.put_json(server, path(F2 + "/send_leave/{}/{}", room_id, event_id(signed, version)), signed)
-        except (FederationError, KeyError, TypeError) as e:
+            _, eid, signed = await self._sign_template(server, "leave", room_id, user_id, {})
+            await self.client.put_json(server, path(F2 + "/send_leave/{}/{}", room_id, eid), signed)
+        except (FederationError, KeyError, TypeError, ValueError) as e:
             logger.info("remote rejection of %s via %s failed (%s); rejected locally", room_id, server, e)
         await self.storage.remote_invites.delete(user_id, room_id)
         self.creator.notifier.notify(users=[user_id])
-
-    async def make_leave(self, origin: str, room_id: str, user_id: str) -> dict[str, Any]:
-        version = await self._room_version(room_id)
-        if server_of(user_id) != origin:
-            raise forbidden("You can only make leaves for your own users")
-        await self._require_acl(room_id, origin)
-        head = await self.creator._head(room_id)  # noqa: SLF001 - the creator owns the room head
-        proto: dict[str, Any] = {"room_id": room_id, "type": "m.room.member", "state_key": user_id, "sender": user_id,
-                                 "content": {"membership": "leave"}, "prev_events": head.extremities[:10],
-                                 "depth": head.depth + 1}
-        wanted = auth_types_for_event(proto, get_room_version(version))
-        proto["auth_events"] = sorted(head.state[k] for k in wanted if k in head.state)
-        try:
-            await self._check_against_current_state(room_id, "$proto", proto, version)
-        except PduRejected as e:
-            raise forbidden(f"You cannot leave this room: {e.reason}") from None
-        return {"room_version": version, "event": proto}
-
-    async def send_leave(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
-        version = await self._room_version(room_id)
-        if pdu.get("room_id") != room_id or pdu.get("type") != "m.room.member" \
-                or (pdu.get("content") or {}).get("membership") != "leave" or pdu.get("state_key") != pdu.get("sender") \
-                or server_of(str(pdu.get("sender", ""))) != origin:
-            raise MatrixError(400, "M_BAD_JSON", "Not a leave of one of your users from this room")
-        try:
-            checked = await check_signatures_and_hashes(pdu, version, self.keyring)
-            if checked.event_id != eid_in_path or checked.redacted_for_hash:
-                raise MatrixError(400, "M_BAD_JSON", "The event does not match its ID")
-            auth = await self.storage.events.get_events(pdu.get("auth_events") or [])
-            check_against_auth_events(checked, {k: v.pdu for k, v in auth.items()}, version,
-                                      await self._create_event(room_id, version))
-            await self._check_against_current_state(room_id, checked.event_id, pdu, version)
-        except PduRejected as e:
-            raise forbidden(e.reason) from None
-        await self.creator.persist_remote(room_id, checked.event_id, dict(pdu))
-        return {}
 
     async def _fetch_missing(self, origin: str, room_id: str, eid: str, depth: int) -> None:
         """Ask the origin for the events between what we hold and ``eid`` (get_missing_events), and
@@ -462,18 +444,39 @@ class FederationRooms:
             raise MatrixError(404, "M_NOT_FOUND", "No known servers to join this room through")
         raise MatrixError(502, "M_UNKNOWN", "Could not join through any server: " + "; ".join(errors)[:500])
 
-    async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> str:
-        made = await self.client.get_json(server, path(F1 + "/make_join/{}/{}", room_id, user_id),
-                                          {"ver": list(KNOWN_ROOM_VERSIONS)})
+    async def _sign_template(self, server: str, membership: str, room_id: str, user_id: str,
+                             content: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        """make_join/make_leave/make_knock at ``server``, filled in and signed: (version, event ID, event)."""
+        query = {"ver": list(KNOWN_ROOM_VERSIONS)} if membership != "leave" else None
+        made = await self.client.get_json(server, path(F1 + f"/make_{membership}/{{}}/{{}}", room_id, user_id), query)
         version = made["room_version"]
         proto = made["event"]
         event = {k: proto[k] for k in ("room_id", "type", "state_key", "sender", "prev_events", "auth_events", "depth")}
         if event["sender"] != user_id or event["state_key"] != user_id or event["room_id"] != room_id:
-            raise ValueError("make_join returned a template for someone else")
-        event["content"] = {**content, "membership": "join"}
+            raise ValueError(f"make_{membership} returned a template for someone else")
+        event["content"] = {**content, "membership": membership}
         event["origin_server_ts"] = self.creator.clock.time_ms()
         signed = sign_event(event, self.server_name, self.signing_key, version)
-        eid = event_id(signed, version)
+        return version, event_id(signed, version), signed
+
+    async def remote_knock(self, user_id: str, room_id: str, servers: list[str], content: dict[str, Any]) -> str:
+        errors = []
+        for server in [s for s in servers if s != self.server_name]:
+            try:
+                _, eid, signed = await self._sign_template(server, "knock", room_id, user_id, content)
+                resp = await self.client.put_json(server, path(F1 + "/send_knock/{}/{}", room_id, eid), signed)
+                state = [x for x in resp.get("knock_room_state", []) if isinstance(x, dict)]
+                clean = [{k: x[k] for k in ("type", "state_key", "sender", "content") if k in x} for x in state]
+                await self.storage.remote_invites.put(user_id, room_id, eid, signed, clean, membership="knock")
+                self.creator.notifier.notify(users=[user_id])
+                return room_id
+            except (FederationError, KeyError, TypeError, ValueError, AttributeError) as e:
+                errors.append(f"{server}: {e}")
+        raise MatrixError(404 if not errors else 502, "M_NOT_FOUND" if not errors else "M_UNKNOWN",
+                          "Could not knock through any server" + (": " + "; ".join(errors)[:500] if errors else ""))
+
+    async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> str:
+        version, eid, signed = await self._sign_template(server, "join", room_id, user_id, content)
         resp = await self.client.put_json(server, path(F2 + "/send_join/{}/{}", room_id, eid), signed)
         state: dict[str, dict[str, Any]] = {}
         chain: dict[str, dict[str, Any]] = {}
@@ -493,6 +496,3 @@ class FederationRooms:
         await self.storage.remote_invites.delete(user_id, room_id)
         return room_id
 
-
-def random_txn_id() -> str:
-    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(16))

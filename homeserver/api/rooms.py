@@ -53,7 +53,9 @@ async def knock(request: web.Request) -> web.Response:
     hs = hs_of(request)
     requester = await hs.requester(request)
     body = await read_json(request, allow_empty=True)
-    room_id = await hs.membership.knock(requester.user_id, request.match_info["room_id_or_alias"], reason=body.get("reason"))
+    via = request.query.getall("via", []) + request.query.getall("server_name", [])
+    room_id = await hs.membership.knock(requester.user_id, unquote(request.match_info["room_id_or_alias"]),
+                                        reason=body.get("reason"), via=via)
     return json_response({"room_id": room_id})
 
 

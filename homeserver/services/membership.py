@@ -30,6 +30,7 @@ class MembershipService:
         self.remote_join: Callable[[str, str, list[str], dict[str, Any]], Awaitable[str]] | None = None
         self.remote_invite: Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]] | None = None
         self.remote_reject: Callable[[str, str], Awaitable[None]] | None = None
+        self.remote_knock: Callable[[str, str, list[str], dict[str, Any]], Awaitable[str]] | None = None
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -196,8 +197,21 @@ class MembershipService:
         _add_reason(content, reason)
         await self.events.send(room_id, sender, "m.room.member", content, target)
 
-    async def knock(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None) -> str:
-        room_id = await self.resolve_room(room_id_or_alias)
+    async def knock(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None,
+                    via: list[str] | None = None) -> str:
+        servers = list(via or [])
+        if room_id_or_alias.startswith("#") and not room_id_or_alias.endswith(":" + self.server_name) \
+                and self.remote_alias is not None:
+            found = await self.remote_alias(room_id_or_alias)
+            room_id, servers = found["room_id"], servers + found["servers"]
+        else:
+            room_id = await self.resolve_room(room_id_or_alias)
+        if await self.storage.events.get_room(room_id) is None and self.remote_knock is not None:
+            if ":" in room_id:
+                servers.append(room_id.split(":", 1)[1])
+            content: dict[str, Any] = {"membership": "knock", **await self._profile_content(user_id)}
+            _add_reason(content, reason)
+            return await self.remote_knock(user_id, room_id, list(dict.fromkeys(servers)), content)
         await self._require_room(room_id)
         current = await self.membership_of(room_id, user_id)
         if current in ("join", "ban"):

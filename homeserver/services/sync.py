@@ -164,7 +164,10 @@ class SyncService:
                 continue
             if since is None or since.events < inv.stream_ordering <= upto.events:
                 stripped = {k: inv.event[k] for k in ("type", "state_key", "sender", "content") if k in inv.event}
-                invite[inv.room_id] = {"invite_state": {"events": [*inv.invite_state, stripped]}}
+                if inv.membership == "knock":
+                    knock[inv.room_id] = {"knock_state": {"events": [*inv.invite_state, stripped]}}
+                else:
+                    invite[inv.room_id] = {"invite_state": {"events": [*inv.invite_state, stripped]}}
         to_device, upto = await self._to_device(req, since, upto)
         changed, left = await self.keys.device_list_changes(req.user_id, since, upto) if since else ([], [])
         return {

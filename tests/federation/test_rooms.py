@@ -303,3 +303,31 @@ async def test_missing_events_are_fetched_before_a_new_one_is_accepted(federatio
     await _wait_for_text(hs1, ta, room, "after the gap")
     chunk = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "5"})).body["chunk"]
     assert [e["event_id"] for e in chunk[:3]] == [last, gap[1], gap[0]]
+
+
+async def test_knock_across_servers_then_invite_and_join(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    name1 = hs1.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "private_chat", "room_alias_name": "door", "name": "Door",
+                                                    "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                                                                       "content": {"join_rule": "knock"}}]}, token=ta)).body["room_id"]
+    since_a = (await hs1.http.get(f"{C}/sync", token=ta)).body["next_batch"]
+    r = await hs2.http.post(f"{C}/knock/%23door:{name1}", {"reason": "may I?"}, token=tb)
+    assert r.status == 200 and r.body == {"room_id": room}, r.body
+    knock = (await hs2.http.get(f"{C}/sync", token=tb)).body["rooms"]["knock"][room]["knock_state"]["events"]
+    assert {"type": "m.room.name", "state_key": "", "sender": alice, "content": {"name": "Door"}} in knock
+    state = (await hs1.http.get(f"{C}/rooms/{room}/state/m.room.member/{bob}", token=ta)).body
+    assert state["membership"] == "knock" and state["reason"] == "may I?"
+    # Alice lets bob in: an invite over federation, then bob joins.
+    assert (await hs1.http.post(f"{C}/rooms/{room}/invite", {"user_id": bob}, token=ta)).status == 200
+    body = (await hs2.http.get(f"{C}/sync", token=tb)).body
+    assert room in body["rooms"]["invite"] and room not in body["rooms"]["knock"]
+    assert (await hs2.http.post(f"{C}/join/{room}", {}, token=tb)).status == 200
+    assert set((await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)).body["joined"]) == {alice, bob}
+    # A room that does not allow knocking refuses it.
+    closed = (await hs1.http.post(f"{C}/createRoom", {"preset": "private_chat", "room_alias_name": "closed"}, token=ta)).body["room_id"]
+    r = await hs2.http.post(f"{C}/knock/%23closed:{name1}", {}, token=tb)
+    assert r.status >= 400 and closed

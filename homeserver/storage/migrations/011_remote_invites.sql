@@ -6,6 +6,8 @@ CREATE TABLE remote_invites (
     event_id TEXT NOT NULL,
     event_json TEXT NOT NULL,
     invite_state TEXT NOT NULL,
+    -- 'invite', or 'knock' for our user's knock on a room another server holds.
+    membership TEXT NOT NULL DEFAULT 'invite',
     -- Position on the events stream, so incremental syncs pick the invite up.
     stream_ordering BIGINT NOT NULL,
     PRIMARY KEY (user_id, room_id)
