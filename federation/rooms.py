@@ -116,14 +116,7 @@ class FederationRooms:
         ev = (await self.storage.events.get_events([eid])).get(eid)
         if ev is None or ev.room_id != room_id or ev.outlier or ev.state_after is None:
             raise MatrixError(404, "M_NOT_FOUND", "No such event in this room's timeline")
-        state = await self.storage.state.get_state(ev.state_after)
-        if ev.state_key is not None:
-            key = (ev.type, ev.state_key)
-            if ev.replaces_state:
-                state[key] = ev.replaces_state
-            else:
-                state.pop(key, None)
-        return state
+        return await self.storage.state.state_before(ev)
 
     async def get_event(self, origin: str, eid: str) -> dict[str, Any]:
         ev = (await self.storage.events.get_events([eid])).get(eid)

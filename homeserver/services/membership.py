@@ -58,6 +58,20 @@ class MembershipService:
             raise MatrixError(400, "M_INVALID_PARAM", "Expected a room ID or alias")
         return room_id_or_alias
 
+    async def _resolve_with_servers(self, room_id_or_alias: str, via: list[str] | None) -> tuple[str, list[str]]:
+        """The room ID, and the servers that may let us in if we do not hold the room: those given,
+        those a remote alias names, and for rooms before version 12 the server in the room ID."""
+        servers = list(via or [])
+        if room_id_or_alias.startswith("#") and not room_id_or_alias.endswith(":" + self.server_name) \
+                and self.remote_alias is not None:
+            found = await self.remote_alias(room_id_or_alias)
+            room_id, servers = found["room_id"], servers + found["servers"]
+        else:
+            room_id = await self.resolve_room(room_id_or_alias)
+        if ":" in room_id:
+            servers.append(room_id.split(":", 1)[1])
+        return room_id, servers
+
     async def _require_room(self, room_id: str) -> None:
         if await self.storage.events.get_room(room_id) is None:
             # A room we don't hold: only federation could reach it.
@@ -71,16 +85,8 @@ class MembershipService:
 
     async def join(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None,
                    via: list[str] | None = None) -> str:
-        servers = list(via or [])
-        if room_id_or_alias.startswith("#") and not room_id_or_alias.endswith(":" + self.server_name) \
-                and self.remote_alias is not None:
-            found = await self.remote_alias(room_id_or_alias)
-            room_id, servers = found["room_id"], servers + found["servers"]
-        else:
-            room_id = await self.resolve_room(room_id_or_alias)
+        room_id, servers = await self._resolve_with_servers(room_id_or_alias, via)
         if await self.storage.events.get_room(room_id) is None and self.remote_join is not None:
-            if ":" in room_id:
-                servers.append(room_id.split(":", 1)[1])  # rooms before version 12 name their creator's server
             invite = await self.storage.remote_invites.get(user_id, room_id)
             if invite is not None:
                 servers.append(str(invite.event.get("sender", "")).split(":", 1)[-1])
@@ -199,16 +205,8 @@ class MembershipService:
 
     async def knock(self, user_id: str, room_id_or_alias: str, *, reason: str | None = None,
                     via: list[str] | None = None) -> str:
-        servers = list(via or [])
-        if room_id_or_alias.startswith("#") and not room_id_or_alias.endswith(":" + self.server_name) \
-                and self.remote_alias is not None:
-            found = await self.remote_alias(room_id_or_alias)
-            room_id, servers = found["room_id"], servers + found["servers"]
-        else:
-            room_id = await self.resolve_room(room_id_or_alias)
+        room_id, servers = await self._resolve_with_servers(room_id_or_alias, via)
         if await self.storage.events.get_room(room_id) is None and self.remote_knock is not None:
-            if ":" in room_id:
-                servers.append(room_id.split(":", 1)[1])
             content: dict[str, Any] = {"membership": "knock", **await self._profile_content(user_id)}
             _add_reason(content, reason)
             return await self.remote_knock(user_id, room_id, list(dict.fromkeys(servers)), content)

@@ -226,15 +226,7 @@ class SyncService:
         return visible, limited
 
     async def _state_before(self, ev: StoredEvent) -> StateMap:
-        """State just before ``ev``: its state_after with its own entry undone (exact, also for forks)."""
-        state = await self.storage.state.get_state(ev.state_after) if ev.state_after is not None else {}
-        if ev.state_key is not None:
-            key = (ev.type, ev.state_key)
-            if ev.replaces_state:
-                state[key] = ev.replaces_state
-            else:
-                state.pop(key, None)
-        return state
+        return await self.storage.state.state_before(ev)
 
     async def _state_at_position(self, room_id: str, position: int) -> StateMap:
         evs = await self.storage.events.room_events(room_id, upto=position, limit=1, backwards=True)

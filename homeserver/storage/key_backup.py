@@ -45,6 +45,18 @@ def _key(r: Any) -> BackedUpKey:
     return BackedUpKey(r[0], r[1], int(r[2]), int(r[3]), bool(r[4]), orjson.loads(r[5]))
 
 
+def _where(user_id: str, version: int, room_id: str | None, session_id: str | None) -> tuple[list[str], list[Any]]:
+    """Conditions for all keys of a backup, of one room, or of one session."""
+    where, args = ["user_id = $1", "version = $2"], [user_id, version]
+    if room_id is not None:
+        args.append(room_id)
+        where.append(f"room_id = ${len(args)}")
+    if session_id is not None:
+        args.append(session_id)
+        where.append(f"session_id = ${len(args)}")
+    return where, args
+
+
 class KeyBackupStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -96,13 +108,7 @@ class KeyBackupStore:
         ))
 
     async def get_keys(self, user_id: str, version: int, room_id: str | None = None, session_id: str | None = None) -> list[BackedUpKey]:
-        where, args = ["user_id = $1", "version = $2"], [user_id, version]
-        if room_id is not None:
-            args.append(room_id)
-            where.append(f"room_id = ${len(args)}")
-        if session_id is not None:
-            args.append(session_id)
-            where.append(f"session_id = ${len(args)}")
+        where, args = _where(user_id, version, room_id, session_id)
         rows = await self.db.fetch(f"SELECT {_KCOLS} FROM e2e_room_keys WHERE {' AND '.join(where)}", *args)
         return [_key(r) for r in rows]
 
@@ -125,13 +131,7 @@ class KeyBackupStore:
         )
 
     async def delete_keys(self, conn: Connection, user_id: str, version: int, room_id: str | None, session_id: str | None) -> int:
-        where, args = ["user_id = $1", "version = $2"], [user_id, version]
-        if room_id is not None:
-            args.append(room_id)
-            where.append(f"room_id = ${len(args)}")
-        if session_id is not None:
-            args.append(session_id)
-            where.append(f"session_id = ${len(args)}")
+        where, args = _where(user_id, version, room_id, session_id)
         return await conn.execute(f"DELETE FROM e2e_room_keys WHERE {' AND '.join(where)}", *args)
 
     async def bump_etag(self, conn: Connection, user_id: str, version: int) -> int:

@@ -9,7 +9,7 @@ by ID so hot rooms never touch the database to read state.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from homeserver.storage.database import Connection, Database
 from homeserver.storage.sequences import next_id
@@ -106,6 +106,18 @@ class StateStore:
                     base[(row[0], row[1])] = row[2]
             self._remember(sid, dict(base))
         return dict(base)
+
+    async def state_before(self, ev: Any) -> StateMap:
+        """State just before a stored event: its state_after with its own entry undone (exact, also for
+        forks). ``ev`` is a StoredEvent."""
+        state = await self.get_state(ev.state_after) if ev.state_after is not None else {}
+        if ev.state_key is not None:
+            key = (ev.type, ev.state_key)
+            if ev.replaces_state:
+                state[key] = ev.replaces_state
+            else:
+                state.pop(key, None)
+        return state
 
     def forget(self) -> None:
         """Drop cached snapshots (tests use this to prove reads work from the database alone)."""
