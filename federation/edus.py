@@ -51,6 +51,17 @@ class EduHandler:
         if servers:
             await self.fed.sender.enqueue_edu(servers, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing})
 
+    def presence_changed(self, user_id: str) -> None:
+        if self._local(user_id):
+            asyncio.get_running_loop().create_task(self._send_presence(user_id))
+
+    async def _send_presence(self, user_id: str) -> None:
+        servers: set[str] = set()
+        for room_id in await self.hs.storage.events.rooms_for_user(user_id, ("join",)):
+            servers |= await self._remote_servers(room_id)
+        if servers:
+            await self.fed.sender.enqueue_edu(servers, "m.presence", {"push": [{"user_id": user_id, **self.hs.presence.get(user_id)}]})
+
     async def receipt_sent(self, receipt: Receipt) -> None:
         servers = await self._remote_servers(receipt.room_id)
         if servers:
@@ -130,6 +141,19 @@ class EduHandler:
             messages = {u: m for u, m in (content.get("messages") or {}).items() if isinstance(u, str) and self._local(u)}
             if messages:
                 await self.hs.to_device.deliver_local(sender, etype, messages)
+        elif kind == "m.presence":
+            for item in (content.get("push") or [])[:1000]:
+                user_id = item.get("user_id") if isinstance(item, dict) else None
+                if not isinstance(user_id, str) or server_of(user_id) != origin:
+                    continue
+                if not await self.hs.storage.events.users_sharing_rooms(user_id):
+                    continue  # we only keep presence of people our users share a room with
+                try:
+                    self.hs.presence.set(user_id, item.get("presence"), item.get("status_msg"))
+                except Exception:  # noqa: BLE001 - a malformed entry is skipped, not fatal
+                    continue
+                rooms = await self.hs.storage.events.rooms_for_user(user_id, ("join",))
+                self.hs.notifier.notify(rooms=list(rooms))
         elif kind in ("m.device_list_update", "m.signing_key_update"):
             user_id = content.get("user_id")
             if isinstance(user_id, str) and server_of(user_id) == origin:

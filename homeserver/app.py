@@ -172,6 +172,7 @@ class HomeServer:
             edus = EduHandler(hs, hs.federation)
             hs.federation.edus = edus
             typing.on_change = edus.typing_changed
+            presence.on_change = edus.presence_changed
             hs.user_data.on_receipt = edus.receipt_sent
             e2e_keys.on_device_change = edus.device_list_changed
             hs.to_device.remote_sender = edus.send_to_device

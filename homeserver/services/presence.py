@@ -7,7 +7,7 @@ spec's design; after a restart everyone reads as offline until their clients syn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from homeserver.clock import Clock
 from homeserver.errors import MatrixError
@@ -34,6 +34,8 @@ class PresenceService:
         self.enabled = enabled
         self._state: dict[str, _Presence] = {}
         self.serial = 0
+        # Called with the user ID whenever someone's presence changes (federation tells other servers).
+        self.on_change: Callable[[str], None] | None = None
 
     def set(self, user_id: str, presence: Any, status_msg: Any = None, *, keep_status: bool = False) -> None:
         if presence not in STATES:
@@ -52,6 +54,8 @@ class PresenceService:
         self.serial += 1
         self._state[user_id] = _Presence(presence, status_msg, now, self.serial)
         self.notifier.notify(users=[user_id])
+        if self.on_change is not None:
+            self.on_change(user_id)
 
     def get(self, user_id: str) -> dict[str, Any]:
         p = self._state.get(user_id)

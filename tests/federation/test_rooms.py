@@ -331,3 +331,25 @@ async def test_knock_across_servers_then_invite_and_join(federation) -> None:
     closed = (await hs1.http.post(f"{C}/createRoom", {"preset": "private_chat", "room_alias_name": "closed"}, token=ta)).body["room_id"]
     r = await hs2.http.post(f"{C}/knock/%23closed:{name1}", {}, token=tb)
     assert r.status >= 400 and closed
+
+
+async def test_presence_across_servers(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    name1 = hs1.config.server_name
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "here"}, token=ta)).body["room_id"]
+    assert (await hs2.http.post(f"{C}/join/%23here:{name1}", {}, token=tb)).status == 200 and room
+    since = (await hs1.http.get(f"{C}/sync", token=ta)).body["next_batch"]
+    r = await hs2.http.put(f"{C}/presence/{bob}/status", {"presence": "unavailable", "status_msg": "in a meeting"}, token=tb)
+    assert r.status == 200
+    for _ in range(50):
+        body = (await hs1.http.get(f"{C}/sync", token=ta, params={"since": since, "timeout": "200"})).body
+        mine = [e for e in body["presence"]["events"] if e["sender"] == bob]
+        if mine:
+            break
+        since = body["next_batch"]
+    assert mine and mine[-1]["content"]["presence"] == "unavailable" and mine[-1]["content"]["status_msg"] == "in a meeting"
+    r = await hs1.http.get(f"{C}/presence/{bob}/status", token=ta)
+    assert r.status == 200 and r.body["presence"] == "unavailable"
