@@ -326,7 +326,14 @@ class FederationRooms:
             raise PduRejected(checked.event_id, f"prev/auth events not held here: {', '.join(missing[:3])}")
         create = await self._create_event(room_id, version)
         check_against_auth_events(checked, {k: v.pdu for k, v in known.items()}, version, create)
-        await self._check_against_current_state(room_id, checked.event_id, checked.pdu, version)
+        try:
+            await self._check_against_current_state(room_id, checked.event_id, checked.pdu, version)
+        except PduRejected as e:
+            # Allowed by its own auth events but not by the room as it is now (e.g. sent just before
+            # its sender was banned): soft-failed — kept for the DAG, never shown, never state.
+            logger.info("soft-failed %s from %s: %s", checked.event_id, origin, e.reason)
+            await self.creator.persist_soft_failed(room_id, checked.event_id, dict(checked.pdu))
+            return checked.event_id
         await self.creator.persist_remote(room_id, checked.event_id, dict(checked.pdu))
         return checked.event_id
 

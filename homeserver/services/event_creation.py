@@ -221,6 +221,16 @@ class EventCreator:
                 raise
             return await self._after_commit(room_id, done, extremities)
 
+    async def persist_soft_failed(self, room_id: str, eid: str, pdu: dict[str, Any]) -> None:
+        """Keep a soft-failed event so later events may reference it, out of every timeline and of the
+        state (stored like an outlier, marked soft-failed)."""
+        async with self.storage.db.transaction() as conn:
+            if (await self.storage.events.get_events([eid], conn)).get(eid) is not None:
+                return
+            position = -await next_id(conn, "backfill_stream")
+            await self.storage.events.persist_event(conn, eid, pdu, stream_ordering=position, state_after=None,
+                                                    soft_failed=True, outlier=True, room_id=room_id)
+
     async def create_remote_room(
         self, room_id: str, room_version: str, state: Mapping[str, dict[str, Any]], auth_chain: Mapping[str, dict[str, Any]],
         join_id: str, join_pdu: dict[str, Any],

@@ -353,3 +353,32 @@ async def test_presence_across_servers(federation) -> None:
     assert mine and mine[-1]["content"]["presence"] == "unavailable" and mine[-1]["content"]["status_msg"] == "in a meeting"
     r = await hs1.http.get(f"{C}/presence/{bob}/status", token=ta)
     assert r.status == 200 and r.body["presence"] == "unavailable"
+
+
+async def test_an_event_refused_by_the_current_state_is_soft_failed(federation) -> None:
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    name1, name2 = hs1.config.server_name, hs2.config.server_name
+    _, tc, _ = await hs2.login_user("carol")  # keeps hs2 in the room after bob's ban
+    room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "soft"}, token=ta)).body["room_id"]
+    assert (await hs2.http.post(f"{C}/join/%23soft:{name1}", {}, token=tb)).status == 200
+    assert (await hs2.http.post(f"{C}/join/{room}", {}, token=tc)).status == 200
+    version = await hs1.hs.storage.events.get_room_version(room)
+    head = await hs1.hs.event_creator._head(room)  # noqa: SLF001
+    state = await hs1.hs.storage.events.get_current_state_ids(room)
+    auth = sorted(state[k] for k in [("m.room.power_levels", ""), ("m.room.member", bob)])
+    # Written while bob was still a member...
+    ev = sign_event({"room_id": room, "type": "m.room.message", "sender": bob, "content": {"msgtype": "m.text", "body": "late"},
+                     "prev_events": head.extremities, "auth_events": auth, "depth": head.depth + 1,
+                     "origin_server_ts": hs2.hs.clock.time_ms()}, name2, hs2.hs.federation.local_keys.signing_key, version)
+    # ...arriving after he was banned.
+    assert (await hs1.http.post(f"{C}/rooms/{room}/ban", {"user_id": bob}, token=ta)).status == 200
+    r = await hs2.hs.federation.client.put_json(name1, "/_matrix/federation/v1/send/soft1", {"origin": name2, "pdus": [ev]})
+    eid = event_id(ev, version)
+    assert r["pdus"][eid] == {}
+    stored = await hs1.hs.storage.events.get_event(eid)
+    assert stored is not None and stored.soft_failed
+    chunk = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "20"})).body["chunk"]
+    assert eid not in {e["event_id"] for e in chunk}
