@@ -29,7 +29,9 @@ def fed_of(request: web.Request) -> "FederationRuntime":
 
 async def _origin(request: web.Request, body: Any = None) -> str:
     fed = fed_of(request)
-    return await authenticate(request, body, server_name=fed.server_name, keyring=fed.keyring, policy=fed.policy)
+    origin = await authenticate(request, body, server_name=fed.server_name, keyring=fed.keyring, policy=fed.policy)
+    fed.sender.wake(origin)  # a server that talks to us is up: what waits for it need not wait out its back-off
+    return origin
 
 
 # --- keys --------------------------------------------------------------------------------------

@@ -87,7 +87,9 @@ async def discover(
     host, port = split_server_name(server_name)
     if directory and server_name in directory:
         d_host, d_port = split_server_name(directory[server_name])
-        return Destination(d_host, d_port or DEFAULT_PORT, server_name, None if is_ip_literal(d_host) else host)
+        # The certificate is checked for the name the directory lists, not for the address it maps to:
+        # a national CA issues certificates for server names.
+        return Destination(d_host, d_port or DEFAULT_PORT, server_name, None if is_ip_literal(host) else host)
     if is_ip_literal(host):
         return Destination(host, port or DEFAULT_PORT, server_name, None)
     if port is not None:

@@ -2,9 +2,9 @@
 
 Every PDU from another server passes the receipt checks (federation.pdu_checks) and the auth rules
 against the room's current state before it is stored; one that fails is refused and nothing is stored.
-What is not built yet (and so refused rather than guessed): events whose prev_events or auth_events
-we do not hold (get_missing_events / state_ids), soft-failing, and state resolution between forks —
-a remote event is applied on top of the current state once it passes auth against it.
+An event whose prev events we lack is preceded by get_missing_events; what that cannot close
+stays a gap whose state is learnt from the origin (federation.remote_state). An event on a fork gets
+the state its prev events resolve to, and the room's current state is resolved across the forks.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from homeserver.storage import Storage
 from federation.client import FederationClient, FederationError, path
 from federation.acl import server_allowed
 from federation.keyring import KeyNotFound, Keyring
+from federation.remote_state import RemoteState, RemoteStateError
 from federation.pdu_checks import CheckedPdu, PduRejected, check_against_auth_events, check_signatures_and_hashes
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class FederationRooms:
         self.keyring = keyring
         self.client = client
         self.signing_key = signing_key
+        self.remote = RemoteState(storage, creator, keyring, client)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -79,8 +81,8 @@ class FederationRooms:
         members = await self.storage.events.members(room_id, ("join",))
         return {server_of(u) for u in members}
 
-    async def _check_against_current_state(self, room_id: str, eid: str, pdu: Mapping[str, Any], version: str) -> None:
-        state = await self.storage.events.get_current_state_ids(room_id)
+    async def _check_against_state(self, state: Mapping[tuple[str, str], str], eid: str, pdu: Mapping[str, Any],
+                                   version: str, which: str) -> None:
         wanted = auth_types_for_event(pdu, version) | {("m.room.create", "")}
         ids = {k: state[k] for k in wanted if k in state}
         events = await self.storage.events.get_events(ids.values())
@@ -88,7 +90,7 @@ class FederationRooms:
         try:
             check_auth({**pdu, "event_id": eid}, auth, version)
         except AuthError as e:
-            raise PduRejected(eid, f"refused by the current state: {e}") from None
+            raise PduRejected(eid, f"refused by the {which}: {e}") from None
 
     # --- server side: what other servers in a room may read ------------------------------------
 
@@ -212,7 +214,7 @@ class FederationRooms:
         wanted = auth_types_for_event(proto, get_room_version(version))
         proto["auth_events"] = sorted(head.state[k] for k in wanted if k in head.state)
         try:
-            await self._check_against_current_state(room_id, "$proto", proto, version)
+            await self._check_against_state(head.state, "$proto", proto, version, "current state")
         except PduRejected as e:
             raise forbidden(f"You cannot {membership} this room: {e.reason}") from None
         return {"room_version": version, "event": proto}
@@ -233,10 +235,16 @@ class FederationRooms:
             auth = await self.storage.events.get_events(pdu.get("auth_events") or [])
             check_against_auth_events(checked, {k: v.pdu for k, v in auth.items()}, version,
                                       await self._create_event(room_id, version))
-            await self._check_against_current_state(room_id, checked.event_id, pdu, version)
+            before, snapshot = await self.remote.state_before(origin, room_id, pdu, version)
+            if before is not None:
+                await self._check_against_state(before, checked.event_id, pdu, version, "state before it")
+            current = await self.storage.events.get_current_state_ids(room_id)
+            await self._check_against_state(current, checked.event_id, pdu, version, "current state")
+        except RemoteStateError as e:
+            raise forbidden(f"Cannot place your event in the room: {e}") from None
         except PduRejected as e:
             raise forbidden(e.reason) from None
-        await self.creator.persist_remote(room_id, checked.event_id, dict(pdu))
+        await self.creator.persist_remote(room_id, checked.event_id, dict(pdu), before, snapshot)
         return version
 
     async def make_join(self, origin: str, room_id: str, user_id: str, versions: list[str]) -> dict[str, Any]:
@@ -313,29 +321,43 @@ class FederationRooms:
         if origin not in await self.servers_in_room(room_id) and not (
                 pdu.get("type") == "m.room.member" and server_of(str(pdu.get("state_key", ""))) == origin):
             raise PduRejected(checked.event_id, "your server has no one in this room")
-        if await self.storage.events.have_events([checked.event_id]):
-            return checked.event_id
-        needed = list(pdu.get("auth_events") or []) + list(pdu.get("prev_events") or [])
-        known = await self.storage.events.get_events(needed)
-        missing = [e for e in needed if e not in known]
-        if missing and fetch_missing:
-            await self._fetch_missing(origin, room_id, checked.event_id, int(pdu.get("depth", 0)))
-            known = await self.storage.events.get_events(needed)
-            missing = [e for e in needed if e not in known]
+        eid = checked.event_id
+        if await self.storage.events.have_events([eid]):
+            return eid
+        prevs = list(pdu.get("prev_events") or [])
+        if fetch_missing and len(await self.storage.events.have_events(prevs)) < len(set(prevs)):
+            # A gap: ask for what lies between our extremities and this event. What get_missing_events
+            # cannot close is left as a gap, and the state there is learnt from the origin instead.
+            await self._fetch_missing(origin, room_id, eid, int(pdu.get("depth", 0)))
+        try:
+            await self.remote.ensure_auth_events(origin, room_id, eid, checked.pdu, version)
+        except RemoteStateError as e:
+            raise PduRejected(eid, f"cannot get its auth events: {e}") from None
+        auth_ids = list(pdu.get("auth_events") or [])
+        known = await self.storage.events.get_events(auth_ids)
+        missing = [e for e in auth_ids if e not in known or known[e].rejected]
         if missing:
-            raise PduRejected(checked.event_id, f"prev/auth events not held here: {', '.join(missing[:3])}")
+            raise PduRejected(eid, f"auth events not held here: {', '.join(missing[:3])}")
         create = await self._create_event(room_id, version)
         check_against_auth_events(checked, {k: v.pdu for k, v in known.items()}, version, create)
         try:
-            await self._check_against_current_state(room_id, checked.event_id, checked.pdu, version)
+            before, snapshot = await self.remote.state_before(origin, room_id, checked.pdu, version)
+        except RemoteStateError as e:
+            raise PduRejected(eid, f"cannot learn the state before it: {e}") from None
+        if before is not None:
+            # The state its own prev events give it must allow it, or it is rejected outright.
+            await self._check_against_state(before, eid, checked.pdu, version, "state before it")
+        try:
+            current = await self.storage.events.get_current_state_ids(room_id)
+            await self._check_against_state(current, eid, checked.pdu, version, "current state")
         except PduRejected as e:
             # Allowed by its own auth events but not by the room as it is now (e.g. sent just before
             # its sender was banned): soft-failed — kept for the DAG, never shown, never state.
-            logger.info("soft-failed %s from %s: %s", checked.event_id, origin, e.reason)
-            await self.creator.persist_soft_failed(room_id, checked.event_id, dict(checked.pdu))
-            return checked.event_id
-        await self.creator.persist_remote(room_id, checked.event_id, dict(checked.pdu))
-        return checked.event_id
+            logger.info("soft-failed %s from %s: %s", eid, origin, e.reason)
+            await self.creator.persist_soft_failed(room_id, eid, dict(checked.pdu))
+            return eid
+        await self.creator.persist_remote(room_id, eid, dict(checked.pdu), before, snapshot)
+        return eid
 
     # --- invites across servers --------------------------------------------------------------
 

@@ -45,6 +45,7 @@ class FederationSender:
         self._edus: dict[str, list[_Item]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        self._retry: dict[str, asyncio.Event] = {}
 
     async def resume(self) -> None:
         """Queue again what was not delivered before the last stop."""
@@ -72,6 +73,12 @@ class FederationSender:
             self._edus.setdefault(dest, []).append(_Item(seqs.get(dest), edu))
             self._kick(dest)
 
+    def wake(self, destination: str) -> None:
+        """Retry a destination in back-off now: it has just sent us a request, so it is reachable again."""
+        retry = self._retry.get(destination)
+        if retry is not None:
+            retry.set()
+
     def pending(self, destination: str) -> int:
         return len(self._pdus.get(destination, [])) + len(self._edus.get(destination, []))
 
@@ -83,6 +90,10 @@ class FederationSender:
 
     async def _run(self, dest: str) -> None:
         backoff = MIN_BACKOFF_S
+        txn: str | None = None
+        batch: list[_Item] = []
+        edu_batch: list[_Item] = []
+        body: dict[str, Any] = {}
         while True:
             pdus = self._pdus.setdefault(dest, [])
             edus = self._edus.setdefault(dest, [])
@@ -96,18 +107,30 @@ class FederationSender:
                         self._tasks.pop(dest, None)
                         return
                 continue
-            batch, edu_batch = pdus[:MAX_PDUS], edus[:MAX_EDUS]
-            body = {"origin": self.server_name, "origin_server_ts": self.clock.time_ms(),
-                    "pdus": [i.body for i in batch], "edus": [i.body for i in edu_batch]}
+            if txn is None:
+                # A retried transaction keeps its ID and its contents, so that a receiver which did get
+                # it (and only our side saw a failure) recognises it and does not apply it twice.
+                batch, edu_batch = pdus[:MAX_PDUS], edus[:MAX_EDUS]
+                txn = secrets.token_hex(8)
+                body = {"origin": self.server_name, "origin_server_ts": self.clock.time_ms(),
+                        "pdus": [i.body for i in batch], "edus": [i.body for i in edu_batch]}
             try:
-                await self.client.put_json(dest, f"/_matrix/federation/v1/send/{secrets.token_hex(8)}", body)
+                await self.client.put_json(dest, f"/_matrix/federation/v1/send/{txn}", body)
             except FederationError as e:
                 if not (e.status is not None and 400 <= e.status < 500 and e.status != 429):
                     logger.info("sending to %s failed (%s); retrying in %.0f s", dest, e, backoff)
-                    await asyncio.sleep(backoff)
+                    retry = self._retry.setdefault(dest, asyncio.Event())
+                    retry.clear()
+                    try:
+                        await asyncio.wait_for(retry.wait(), backoff)
+                        backoff = MIN_BACKOFF_S  # it spoke to us, so it is back
+                        continue
+                    except asyncio.TimeoutError:
+                        pass
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
                     continue
                 logger.warning("%s refused a transaction (%s); dropping it", dest, e.status)
+            txn = None
             del pdus[:len(batch)]
             del edus[:len(edu_batch)]
             done = [i.seq for i in batch + edu_batch if i.seq is not None]

@@ -25,6 +25,7 @@ from homeserver.events.canonical import encode_canonical_json
 from homeserver.events.hashes import compute_room_id
 from homeserver.events.room_versions import RoomVersion
 from homeserver.services.notifier import Notifier
+from homeserver.services.state_resolution import StateResolver
 from homeserver.storage import Storage
 from homeserver.storage.events import StoredEvent
 from homeserver.storage.sequences import next_id
@@ -75,6 +76,7 @@ class EventCreator:
         self.server_name = server_name
         self.signing_key = signing_key
         self.notifier = notifier
+        self.resolver = StateResolver(storage, state)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Only this class moves a room's head (its snapshot and forward extremities), always under the
         # room lock, so a cached head stays exact; it is dropped whenever a write fails.
@@ -202,24 +204,85 @@ class EventCreator:
 
     # --- events from other servers ----------------------------------------------------------
 
-    async def persist_remote(self, room_id: str, eid: str, pdu: dict[str, Any]) -> NewEvent | None:
+    async def persist_remote(
+        self, room_id: str, eid: str, pdu: dict[str, Any], state_before: StateMap | None = None,
+        before_snapshot: int | None = None,
+    ) -> NewEvent | None:
         """An event from another server that passed its checks (signatures, hashes, auth against its auth
-        events and against current state), applied on top of the room's current state. Its prev_events
-        stop being forward extremities. Returns None if the event is already stored."""
+        events, against the state before it and against current state). Its prev_events stop being
+        forward extremities. ``state_before`` is the state its prev events resolve to (None: the room's
+        current state, i.e. it was built on exactly our extremities); when it differs, the room's
+        current state becomes the resolution of every forward extremity's state. Returns None if the
+        event is already stored."""
         async with self.room_lock(room_id):
             if await self.storage.events.have_events([eid]):
                 return None
             head = await self._head(room_id)
             prev = set(pdu.get("prev_events") or [])
             extremities = [e for e in head.extremities if e not in prev] + [eid]
+            linear = state_before is None or (prev == set(head.extremities) and state_before == head.state)
             try:
-                async with self.storage.db.transaction() as conn:
-                    done = await self._persist(conn, room_id, eid, pdu, head.state, head.snapshot, None, None,
-                                               extremities=extremities)
+                if linear:
+                    async with self.storage.db.transaction() as conn:
+                        done = await self._persist(conn, room_id, eid, pdu, head.state, head.snapshot, None, None,
+                                                   extremities=extremities)
+                else:
+                    assert state_before is not None
+                    done = await self._persist_fork(room_id, eid, pdu, head, state_before, before_snapshot, extremities)
             except BaseException:
                 self._heads.pop(room_id, None)
                 raise
             return await self._after_commit(room_id, done, extremities)
+
+    async def _persist_fork(
+        self, room_id: str, eid: str, pdu: dict[str, Any], head: "_RoomHead", state_before: StateMap,
+        before_snapshot: int | None, extremities: list[str],
+    ) -> "_Persisted":
+        """An event on another branch of the room's graph: it gets the state its own prev events give
+        it; the room's current state is then resolved across all forward extremities."""
+        version = await self.storage.events.get_room_version(room_id)
+        assert version is not None
+        state_key = pdu.get("state_key")
+        own = {**state_before, (pdu["type"], state_key): eid} if state_key is not None else state_before
+        others = await self.storage.events.get_events([e for e in extremities if e != eid])
+        sets: list[StateMap] = [own]
+        for ev in others.values():
+            st = await self.resolver.state_after(ev)
+            if st is not None:
+                sets.append(st)
+        current = await self.resolver.resolve(version, sets, {eid: pdu})
+        async with self.storage.db.transaction() as conn:
+            if before_snapshot is None:
+                before_snapshot = await self.state.create_snapshot(conn, room_id, state_before, head.snapshot)
+            done = await self._persist(conn, room_id, eid, pdu, state_before, before_snapshot, None, None,
+                                       extremities=extremities, current=current)
+            changes = {k: current.get(k) for k in set(head.state) | set(current) if head.state.get(k) != current.get(k)}
+            member_ids = [v for k, v in changes.items() if k[0] == "m.room.member" and v is not None]
+            members = await self.storage.events.get_events(member_ids, conn)
+            memberships = {m: ev.pdu["content"].get("membership") for m, ev in members.items()}
+            await self.storage.events.update_current_state(conn, room_id, changes, memberships)
+            snapshot = done.snapshot if current == own else await self.state.create_snapshot(conn, room_id, current, head.snapshot)
+            await self.storage.events.set_current_snapshot(conn, room_id, snapshot)
+        if done.new_state is not None and done.snapshot is not None:
+            self.state.cache_snapshot(done.snapshot, done.new_state)
+        return _Persisted(done.event, snapshot, current)
+
+    async def persist_outliers(self, room_id: str, pdus: Mapping[str, dict[str, Any]], conn: Any = None) -> None:
+        """Events held for their signatures and auth chains (state fetched from another server), outside
+        every timeline and without state of their own. Already-held events are left as they are."""
+        if not pdus:
+            return
+        if conn is None:
+            async with self.storage.db.transaction() as c:
+                await self.persist_outliers(room_id, pdus, c)
+            return
+        held = await self.storage.events.get_events(list(pdus), conn)
+        for eid, pdu in pdus.items():
+            if eid in held:
+                continue
+            position = -await next_id(conn, "backfill_stream")
+            await self.storage.events.persist_event(conn, eid, pdu, stream_ordering=position, state_after=None,
+                                                    outlier=True, room_id=room_id)
 
     async def persist_soft_failed(self, room_id: str, eid: str, pdu: dict[str, Any]) -> None:
         """Keep a soft-failed event so later events may reference it, out of every timeline and of the
@@ -241,13 +304,7 @@ class EventCreator:
             try:
                 async with self.storage.db.transaction() as conn:
                     await self.storage.events.create_room(conn, room_id, room_version, None, self.clock.time_ms())
-                    for eid, pdu in {**auth_chain, **state}.items():
-                        if eid == join_id:
-                            continue
-                        position = -await next_id(conn, "backfill_stream")
-                        await self.storage.events.persist_event(
-                            conn, eid, pdu, stream_ordering=position, state_after=None, outlier=True, room_id=room_id,
-                        )
+                    await self.persist_outliers(room_id, {k: v for k, v in {**auth_chain, **state}.items() if k != join_id}, conn)
                     state_map = {(p["type"], p["state_key"]): eid for eid, p in state.items() if isinstance(p.get("state_key"), str)}
                     memberships = {eid: p["content"].get("membership") for eid, p in state.items() if p["type"] == "m.room.member"}
                     snapshot = await self.state.create_snapshot(conn, room_id, state_map, None)
@@ -263,8 +320,10 @@ class EventCreator:
     async def _persist(
         self, conn: Any, room_id: str, eid: str, pdu: dict[str, Any], state_before: StateMap,
         snapshot_before: int | None, device_id: str | None, txn_id: str | None,
-        extremities: list[str] | None = None,
+        extremities: list[str] | None = None, current: StateMap | None = None,
     ) -> "_Persisted":
+        """``current``: the room's current state after this event when it is not simply this event's
+        own state (a fork); the caller then writes the current state itself."""
         stream = await next_id(conn, "events_stream")
         state_key = pdu.get("state_key")
         new_state: StateMap | None = None
@@ -273,9 +332,10 @@ class EventCreator:
             key = (pdu["type"], state_key)
             new_state = {**state_before, key: eid}
             snapshot = await self.state.create_snapshot(conn, room_id, new_state, snapshot_before)
-            membership = pdu["content"].get("membership") if pdu["type"] == "m.room.member" else None
-            await self.storage.events.update_current_state(conn, room_id, {key: eid}, {eid: membership} if membership else {})
-            await self.storage.events.set_current_snapshot(conn, room_id, snapshot)
+            if current is None:
+                membership = pdu["content"].get("membership") if pdu["type"] == "m.room.member" else None
+                await self.storage.events.update_current_state(conn, room_id, {key: eid}, {eid: membership} if membership else {})
+                await self.storage.events.set_current_snapshot(conn, room_id, snapshot)
         replaces = state_before.get((pdu["type"], state_key)) if state_key is not None else None
         await self.storage.events.persist_event(
             conn, eid, pdu, stream_ordering=stream, state_after=snapshot, device_id=device_id, txn_id=txn_id,
@@ -293,7 +353,7 @@ class EventCreator:
                 await self.storage.events.mark_redacted(conn, redacts, eid)
                 await self.storage.relations.remove(conn, redacts)
                 await self.storage.search.remove(conn, redacts)
-        state_now = new_state if new_state is not None else state_before
+        state_now = current if current is not None else new_state if new_state is not None else state_before
         new = NewEvent(eid, stream, room_id, pdu, state_now)
         for hook in self.in_transaction:
             await hook(conn, new)

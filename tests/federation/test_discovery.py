@@ -13,7 +13,8 @@ async def _no_srv(name: str) -> list[tuple[str, int]]:
 
 async def test_directory_then_ip_literal_then_explicit_port() -> None:
     d = await discover("mofa.gov.example", directory={"mofa.gov.example": "10.0.0.5:8448"}, srv=_no_srv)
-    assert d == Destination("10.0.0.5", 8448, "mofa.gov.example", None)
+    # The certificate must name the server as the directory knows it, whatever address it maps to.
+    assert d == Destination("10.0.0.5", 8448, "mofa.gov.example", "mofa.gov.example")
     assert await discover("127.0.0.2:38448", srv=_no_srv) == Destination("127.0.0.2", 38448, "127.0.0.2:38448", None)
     assert await discover("[::1]", srv=_no_srv) == Destination("::1", 8448, "[::1]", None)
     assert await discover("hs.example:9000", srv=_no_srv) == Destination("hs.example", 9000, "hs.example:9000", "hs.example")

@@ -4,8 +4,6 @@ loopback IP-literal server name, trusting that CA, allowed to reach 127.0.0.0/8 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import os
 import secrets
 import subprocess
@@ -17,6 +15,7 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.support.processes import shared_secret_register
 from tests.support.tls import LocalCA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,15 +48,7 @@ class SynapseServer:
 
     async def register(self, session: aiohttp.ClientSession, user: str, password: str = "password123") -> tuple[str, str]:
         """(user_id, access_token) through the shared-secret admin API."""
-        url = f"{self.client_url}/_synapse/admin/v1/register"
-        async with session.get(url) as r:
-            nonce = (await r.json())["nonce"]
-        mac = hmac.new(self.secret.encode(), b"\0".join([nonce.encode(), user.encode(), password.encode(), b"notadmin"]),
-                       hashlib.sha1).hexdigest()
-        async with session.post(url, json={"nonce": nonce, "username": user, "password": password, "mac": mac, "admin": False}) as r:
-            body = await r.json()
-            assert r.status == 200, body
-            return body["user_id"], body["access_token"]
+        return await shared_secret_register(session, self.client_url, self.secret, user, password)
 
     def log_tail(self, lines: int = 60) -> str:
         out = []
