@@ -15,6 +15,8 @@ from homeserver.events import (
 )
 from homeserver.events.signing import check_event_format, required_signers
 
+from homeserver.storage import Storage
+
 from federation.keyring import KeyNotFound, Keyring
 
 
@@ -95,3 +97,20 @@ def check_against_auth_events(
         check_auth({**pdu, "event_id": checked.event_id}, by_key, rv)
     except AuthError as e:
         raise PduRejected(checked.event_id, f"auth rule {e}") from None
+
+
+async def check_against_state(
+    storage: Storage, state: Mapping[tuple[str, str], str], eid: str, pdu: Mapping[str, Any], room_version: str,
+    which: str, unstored: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """The auth rules against a state map (the state before the event, or the current state for the
+    soft-fail check). ``unstored``: events the state names that are not in the database yet."""
+    wanted = auth_types_for_event(pdu, room_version) | {("m.room.create", "")}
+    ids = {k: state[k] for k in wanted if k in state}
+    extra = unstored or {}
+    events = await storage.events.get_events([i for i in ids.values() if i not in extra])
+    auth = {k: {**(extra[v] if v in extra else events[v].pdu), "event_id": v} for k, v in ids.items() if v in extra or v in events}
+    try:
+        check_auth({**pdu, "event_id": eid}, auth, room_version)
+    except AuthError as e:
+        raise PduRejected(eid, f"refused by the {which}: {e}") from None

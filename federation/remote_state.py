@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from homeserver.events.hashes import create_event_id_for_room
 from homeserver.storage import Storage
 from homeserver.storage.state import StateMap
 
@@ -60,14 +61,15 @@ class RemoteState:
         return await self._checked(pdus[0], room_id, version, expect=eid)
 
     async def _checked(self, pdu: Mapping[str, Any], room_id: str, version: str, expect: str | None = None) -> CheckedPdu | None:
-        if pdu.get("room_id") != room_id:
+        implied = "room_id" not in pdu and pdu.get("type") == "m.room.create"  # room version 12's create event
+        if pdu.get("room_id") != room_id and not implied:
             return None
         try:
             checked = await check_signatures_and_hashes(pdu, version, self.keyring)
         except PduRejected as e:
             logger.info("fetched event refused: %s", e)
             return None
-        if expect is not None and checked.event_id != expect:
+        if (expect is not None and checked.event_id != expect) or (implied and checked.event_id != create_event_id_for_room(room_id)):
             return None
         return checked
 

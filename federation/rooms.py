@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 from homeserver.errors import MatrixError, forbidden
-from homeserver.events import AuthError, auth_types_for_event, check_auth, event_id, get_room_version, redact, sign_event
+from homeserver.events import auth_types_for_event, event_id, get_room_version, redact, sign_event
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.events.signing import server_of, verify_json_signature
 from homeserver.storage import Storage
@@ -22,7 +22,9 @@ from federation.client import FederationClient, FederationError, path
 from federation.acl import server_allowed
 from federation.keyring import KeyNotFound, Keyring
 from federation.remote_state import RemoteState, RemoteStateError
-from federation.pdu_checks import CheckedPdu, PduRejected, check_against_auth_events, check_signatures_and_hashes
+from federation.pdu_checks import (
+    CheckedPdu, PduRejected, check_against_auth_events, check_against_state, check_signatures_and_hashes,
+)
 
 if TYPE_CHECKING:
     from homeserver.services.event_creation import EventCreator
@@ -83,14 +85,7 @@ class FederationRooms:
 
     async def _check_against_state(self, state: Mapping[tuple[str, str], str], eid: str, pdu: Mapping[str, Any],
                                    version: str, which: str) -> None:
-        wanted = auth_types_for_event(pdu, version) | {("m.room.create", "")}
-        ids = {k: state[k] for k in wanted if k in state}
-        events = await self.storage.events.get_events(ids.values())
-        auth = {k: {**events[v].pdu, "event_id": v} for k, v in ids.items() if v in events}
-        try:
-            check_auth({**pdu, "event_id": eid}, auth, version)
-        except AuthError as e:
-            raise PduRejected(eid, f"refused by the {which}: {e}") from None
+        await check_against_state(self.storage, state, eid, pdu, version, which)
 
     # --- server side: what other servers in a room may read ------------------------------------
 

@@ -18,6 +18,7 @@ from federation.client import FederationClient, FederationError
 from federation.keyring import Keyring
 from federation.policy import FederationPolicy
 from federation.rooms import FederationRooms
+from federation.backfill import Backfiller
 from federation.sender import FederationSender
 from federation.server_keys import LocalServerKeys
 
@@ -56,6 +57,7 @@ class FederationRuntime:
         )
         self.rooms = FederationRooms(config.server_name, storage, creator, self.keyring, self.client, signing_key)
         self.sender = FederationSender(config.server_name, self.client, clock, storage.federation_outbox)
+        self.backfiller = Backfiller(config.server_name, storage, creator, self.client, self.rooms.remote)
         self._seen_txns: dict[tuple[str, str], dict[str, Any]] = {}
         self.edus: Any = None  # the EduHandler, attached by the composition root
         creator.listeners.append(self.on_local_event)

@@ -169,6 +169,7 @@ class HomeServer:
             membership.remote_invite = hs.federation.rooms.send_invite
             membership.remote_reject = hs.federation.rooms.reject_remote_invite
             membership.remote_knock = hs.federation.rooms.remote_knock
+            hs.rooms.backfill = hs.federation.backfiller.backfill
             edus = EduHandler(hs, hs.federation)
             hs.federation.edus = edus
             typing.on_change = edus.typing_changed

@@ -267,6 +267,48 @@ class EventCreator:
             self.state.cache_snapshot(done.snapshot, done.new_state)
         return _Persisted(done.event, snapshot, current)
 
+    async def persist_backfilled(self, room_id: str, events: list[tuple[str, dict[str, Any], StateMap]]) -> None:
+        """Older history fetched from another server, oldest first, each with the state before it:
+        placed before everything the room's timeline holds (negative stream positions, so no sync
+        token ever covers them and /messages pages on into them). Current state, forward extremities
+        and notifications are untouched: this is the past."""
+        if not events:
+            return
+        redactions = await self.storage.events.redactions_in_room(room_id)
+        async with self.storage.db.transaction() as conn:
+            last = await next_id(conn, "backfill_stream", len(events))
+            held = await self.storage.events.get_events([e for e, _, _ in events], conn)
+            parent: int | None = None
+            for i, (eid, pdu, before) in enumerate(events):
+                position = -(last - i)  # the oldest gets the lowest position
+                state_key = pdu.get("state_key")
+                after = {**before, (pdu["type"], state_key): eid} if state_key is not None else before
+                parent = await self.state.create_snapshot(conn, room_id, after, parent)
+                old = held.get(eid)
+                if old is not None:
+                    if not old.outlier or old.soft_failed:
+                        continue
+                    await self.storage.events.promote_outlier(conn, eid, position, parent)
+                else:
+                    replaces = before.get((pdu["type"], state_key)) if state_key is not None else None
+                    await self.storage.events.persist_event(conn, eid, pdu, stream_ordering=position, state_after=parent,
+                                                            room_id=room_id, replaces_state=replaces)
+                await self.storage.relations.add(conn, eid, room_id, pdu, position)
+                await self.storage.search.index(conn, eid, room_id, pdu, position)
+                redacts = _redacts(pdu)
+                if redacts is not None:
+                    target = (await self.storage.events.get_events([redacts], conn)).get(redacts)
+                    if target is not None and target.room_id == room_id:
+                        await self.storage.events.mark_redacted(conn, redacts, eid)
+                        await self.storage.relations.remove(conn, redacts)
+                        await self.storage.search.remove(conn, redacts)
+                if eid in redactions:  # removed before we ever held it
+                    await self.storage.events.mark_redacted(conn, eid, redactions[eid])
+                    await self.storage.relations.remove(conn, eid)
+                    await self.storage.search.remove(conn, eid)
+        for eid, _, _ in events:
+            self.storage.events.invalidate(eid)
+
     async def persist_outliers(self, room_id: str, pdus: Mapping[str, dict[str, Any]], conn: Any = None) -> None:
         """Events held for their signatures and auth chains (state fetched from another server), outside
         every timeline and without state of their own. Already-held events are left as they are."""

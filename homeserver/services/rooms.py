@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.errors import MatrixError, forbidden
 from homeserver.events import get_room_version
@@ -29,6 +29,8 @@ class RoomService:
         self.membership = membership
         self.formatter = formatter
         self.visibility = visibility
+        # Fetches older history from other servers (set when federation is on): (room ID, how many) → any added?
+        self.backfill: Callable[[str, int], Awaitable[bool]] | None = None
 
     # --- access ----------------------------------------------------------------------------
 
@@ -196,8 +198,15 @@ class RoomService:
             upto = from_pos
             after = to_pos
             raw = await self.storage.events.room_events(room_id, after=after, upto=upto, limit=limit + 1, backwards=True)
+            rounds = 0
+            while len(raw) <= limit and after is None and self.backfill is not None and rounds < 5 \
+                    and await self.backfill(room_id, limit + 1 - len(raw)):
+                # The start of what this server holds, in a room it joined later: older events came
+                # from a peer and sit before everything else.
+                rounds += 1
+                raw = await self.storage.events.room_events(room_id, after=after, upto=upto, limit=limit + 1, backwards=True)
         else:
-            after = from_pos if from_pos is not None else 0
+            after = from_pos
             raw = await self.storage.events.room_events(room_id, after=after, upto=to_pos, limit=limit + 1, backwards=False)
         more = len(raw) > limit
         raw = raw[:limit]

@@ -51,9 +51,7 @@ def parse_pagination_token(token: str | None, name: str) -> int | None:
             value = int(token[1:])
         except ValueError:
             raise MatrixError(400, "M_INVALID_PARAM", f"Invalid {name} token") from None
-        if value < 0:
-            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid {name} token")
-        return value
+        return value  # negative positions are history backfilled from other servers
     if token.startswith("s"):
         return SyncToken.parse(token).events
     raise MatrixError(400, "M_INVALID_PARAM", f"Invalid {name} token")

@@ -207,6 +207,47 @@ class EventStore:
             out.append(ev)
         return out
 
+    async def oldest_timeline_event(self, room_id: str) -> StoredEvent | None:
+        r = await self.db.fetchrow(
+            f"SELECT {_EV_COLS} FROM events WHERE room_id = $1 AND outlier = 0 AND rejected IS NULL"
+            " ORDER BY stream_ordering ASC LIMIT 1", room_id,
+        )
+        return _stored(r) if r else None
+
+    async def backward_extremities(self, room_id: str, limit: int = 20) -> list[str]:
+        """Events that timeline events of the room name as prev_events but that are not in our
+        timeline (never received, or held only as outliers): where older history can be backfilled."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT ed.prev_event_id FROM events ev JOIN event_edges ed ON ed.event_id = ev.event_id"
+            " LEFT JOIN events p ON p.event_id = ed.prev_event_id"
+            " WHERE ev.room_id = $1 AND ev.outlier = 0 AND ev.rejected IS NULL"
+            " AND (p.event_id IS NULL OR (p.outlier = 1 AND p.soft_failed = 0))"
+            f" LIMIT {int(limit)}", room_id,
+        )
+        return [r[0] for r in rows]
+
+    async def redactions_in_room(self, room_id: str) -> dict[str, str]:
+        """Redacted event ID → the redaction naming it, for every redaction held in the room (backfill
+        needs it: a redaction can arrive long before the older event it removes)."""
+        out: dict[str, str] = {}
+        for eid, raw in await self.db.fetch(
+            "SELECT event_id, json FROM events WHERE room_id = $1 AND type = 'm.room.redaction' AND rejected IS NULL"
+            " AND soft_failed = 0", room_id,
+        ):
+            pdu = orjson.loads(raw)
+            target = (pdu.get("content") or {}).get("redacts") or pdu.get("redacts")
+            if isinstance(target, str):
+                out[target] = eid
+        return out
+
+    async def promote_outlier(self, conn: Connection, event_id: str, stream_ordering: int, state_after: int) -> None:
+        """An event held as an outlier (e.g. state from a join) found its place in the timeline by backfill."""
+        await conn.execute(
+            "UPDATE events SET outlier = 0, stream_ordering = $2, state_after = $3 WHERE event_id = $1",
+            event_id, stream_ordering, state_after,
+        )
+        self.invalidate(event_id)
+
     async def rooms_changed_since(self, room_ids: list[str], since: int, upto: int) -> set[str]:
         if not room_ids:
             return set()

@@ -382,3 +382,58 @@ async def test_an_event_refused_by_the_current_state_is_soft_failed(federation) 
     assert stored is not None and stored.soft_failed
     chunk = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "20"})).body["chunk"]
     assert eid not in {e["event_id"] for e in chunk}
+
+
+async def test_messages_backfills_history_from_before_the_join(federation) -> None:
+    """A server that joined late pages back through /messages into history it never received: the
+    older events come from a peer by /backfill, checked, in order, and the whole history — down to
+    the room's creation — is the same on both servers. A redaction made before the join still hides
+    the redacted message, and a history that reaches the create event stops asking."""
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    bob, tb, _ = await hs2.login_user("bob")
+    r = await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "archive",
+                                                "initial_state": [{"type": "m.room.history_visibility", "state_key": "",
+                                                                   "content": {"history_visibility": "shared"}}]}, token=ta)
+    room = r.body["room_id"]
+    before = []
+    for i in range(30):
+        r = await hs1.http.put(f"{C}/rooms/{room}/send/m.room.message/old{i}", {"msgtype": "m.text", "body": f"old {i}"}, token=ta)
+        before.append(r.body["event_id"])
+    r = await hs1.http.put(f"{C}/rooms/{room}/redact/{before[3]}/r", {}, token=ta)
+    assert r.status == 200
+    assert (await hs2.http.post(f"{C}/join/%23archive:{hs1.config.server_name}", {}, token=tb)).status == 200
+
+    async def page_all(srv: RunningServer, token: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        params = {"dir": "b", "limit": "7"}
+        while True:
+            body = (await srv.http.get(f"{C}/rooms/{room}/messages", token=token, params=params)).body
+            out += body["chunk"]
+            if "end" not in body:
+                return out
+            params = {"dir": "b", "limit": "7", "from": body["end"]}
+
+    h1 = await page_all(hs1, ta)
+    h2 = await page_all(hs2, tb)
+    assert [e["event_id"] for e in h2] == [e["event_id"] for e in h1]
+    assert h2[-1]["type"] == "m.room.create"
+    texts = [e["content"].get("body") for e in reversed(h2) if e["type"] == "m.room.message"]
+    assert texts == [None if i == 3 else f"old {i}" for i in range(30)]  # the redacted one has no body
+    redacted = next(e for e in h2 if e["event_id"] == before[3])
+    assert redacted["content"] == {}
+    # Paging forwards from the very start also walks the backfilled events, oldest first.
+    first = (await hs2.http.get(f"{C}/rooms/{room}/messages", token=tb, params={"dir": "f", "limit": "3"})).body
+    assert first["chunk"][0]["type"] == "m.room.create"
+    # Nothing more to fetch: another full walk asks hs1 for nothing.
+    calls = []
+    original = hs2.hs.federation.client.get_json
+
+    async def counting(dest: str, path: str, *a: Any, **kw: Any) -> Any:
+        calls.append(path)
+        return await original(dest, path, *a, **kw)
+
+    hs2.hs.federation.client.get_json = counting  # type: ignore[method-assign]
+    assert [e["event_id"] for e in await page_all(hs2, tb)] == [e["event_id"] for e in h1]
+    assert not [c for c in calls if "/backfill/" in c]

@@ -57,6 +57,7 @@ class Member:
     def __init__(self, http: MatrixHttp, user_id: str, token: str) -> None:
         self.http, self.user_id, self.token = http, user_id, token
         self.since: str | None = None
+        self.seen_ephemeral: list[dict[str, Any]] = []
 
     async def get(self, path: str, **params: str) -> Any:
         r = await self.http.get(path, token=self.token, params=params or None)
@@ -85,10 +86,12 @@ class Member:
         return set(await self.history(room)) >= event_ids
 
     async def ephemeral(self, room: str) -> list[dict[str, Any]]:
+        """Every ephemeral event /sync has given so far in ``room`` (each sync only gives what is new)."""
         params = {"timeout": "0", **({"since": self.since} if self.since else {})}
         body = await self.get(f"{C}/sync", **params)
         self.since = body["next_batch"]
-        return body.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", [])
+        self.seen_ephemeral += body.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", [])
+        return self.seen_ephemeral
 
 
 async def test_a_room_spans_three_servers_and_survives_an_outage(trio: Any) -> None:
