@@ -73,21 +73,33 @@ async def test_pdus_that_fail_the_checks_are_refused(federation) -> None:
     members = await hs1.hs.storage.events.get_current_state_ids(room)
     auth = sorted(members[k] for k in [("m.room.power_levels", ""), ("m.room.member", bob)] if k in members)
 
-    def pdu(sender: str, body: str, key: Any = key2, origin: str = name2) -> dict[str, Any]:
+    def pdu(sender: str, body: str, key: Any = key2, origin: str = name2, **extra: Any) -> dict[str, Any]:
         ev = {"room_id": room, "type": "m.room.message", "sender": sender, "content": {"msgtype": "m.text", "body": body},
               "prev_events": head.extremities, "auth_events": auth, "depth": head.depth + 1,
-              "origin_server_ts": hs2.hs.clock.time_ms()}
+              "origin_server_ts": hs2.hs.clock.time_ms(), **extra}
         return sign_event(ev, origin, key, version)
+
+    from nacl.signing import SigningKey
 
     good = pdu(bob, "fine")
     forged = pdu(alice, "I am alice")  # hs2 may not speak for hs1's users
     tampered = {**pdu(bob, "original"), "content": {"msgtype": "m.text", "body": "changed"}}
-    r = await client2.put_json(name1, "/_matrix/federation/v1/send/t1", {"origin": name2, "pdus": [good, forged, tampered]})
+    wrong_key = pdu(bob, "signed by someone else", key=SigningKey.generate())  # same key ID, another key
+    # bob has power level 0: changing the room's name needs 50, so the auth rules refuse it.
+    unauthorised = pdu(bob, "", type="m.room.name", state_key="", content={"name": "Taken over"})
+    r = await client2.put_json(name1, "/_matrix/federation/v1/send/t1",
+                               {"origin": name2, "pdus": [good, forged, tampered, wrong_key, unauthorised]})
     results = r["pdus"]
     assert results[event_id(good, version)] == {}
     assert "error" in results[event_id(forged, version)]
+    assert "signature" in results[event_id(wrong_key, version)]["error"]
+    assert "auth" in results[event_id(unauthorised, version)]["error"]
+    for refused in (forged, wrong_key, unauthorised):
+        assert await hs1.hs.storage.events.get_event(event_id(refused, version)) is None
     stored = await hs1.hs.storage.events.get_event(event_id(tampered, version))
-    assert stored is None or stored.pdu["content"] == {}  # a hash mismatch is stored redacted, never as sent
+    assert stored is not None and stored.pdu["content"] == {}  # a hash mismatch is stored redacted, never as sent
+    name = await hs1.http.get(f"{C}/rooms/{room}/state/m.room.name/", token=ta)
+    assert name.status == 404 or name.body.get("name") != "Taken over"
     seen = (await hs1.http.get(f"{C}/rooms/{room}/messages", token=ta, params={"dir": "b", "limit": "10"})).body["chunk"]
     bodies = [e["content"].get("body") for e in seen if e["type"] == "m.room.message"]
     assert "fine" in bodies and "I am alice" not in bodies and "changed" not in bodies

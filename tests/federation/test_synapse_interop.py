@@ -182,3 +182,110 @@ async def test_invites_between_qasid_and_synapse(federation: Any, synapse: Synap
         r = await hs1.http.post(f"{C}/join/{sroom}", {}, token=ta)
         assert r.status == 200, (r.body, synapse.log_tail())
         assert (await hs1.http.get(f"{C}/rooms/{sroom}/state/m.room.name/", token=ta)).body == {"name": "S room"}
+
+
+async def test_encrypted_conversation_between_nio_clients_on_qasid_and_synapse(
+        federation: Any, synapse: SynapseServer, test_ca: LocalCA, tmp_path: Path) -> None:
+    """Olm sessions across the two implementations need Synapse to fetch Qasid's device keys and claim
+    its one-time keys over federation and the other way round, and room keys travel as to-device EDUs."""
+    import asyncio
+    import ssl
+    from types import SimpleNamespace
+
+    import nio
+
+    from tests.interop.test_nio_e2ee import PASSWORD, Device
+
+    hs1: RunningServer = await federation("127.0.0.1")
+    alice = await hs1.create_user("alice", PASSWORD)
+    async with aiohttp.ClientSession() as s:
+        bob, _ = await synapse.register(s, "bob", PASSWORD)
+    ctx = ssl.create_default_context(cafile=str(test_ca.ca_file))
+    a = Device(hs1, alice, tmp_path / "a", ssl=ctx)  # type: ignore[arg-type]
+    b = Device(SimpleNamespace(base_url=synapse.client_url), bob, tmp_path / "b")  # type: ignore[arg-type]
+    try:
+        await a.login("alice on Qasid")
+        await b.login("bob on Synapse")
+        created = await a.client.room_create(invite=[bob], initial_state=[
+            {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+        assert isinstance(created, nio.RoomCreateResponse), created
+        room = created.room_id
+        for _ in range(100):
+            await b.sync()
+            if room in b.client.invited_rooms:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the invite never reached Synapse:\n{synapse.log_tail()}")
+        assert isinstance(await b.client.join(room), nio.JoinResponse)
+        for _ in range(100):
+            await a.sync()
+            await b.sync()
+            if all(d.client.rooms.get(room) and len(d.client.rooms[room].users) == 2 for d in (a, b)):
+                break
+            await asyncio.sleep(0.1)
+        first = await a.send(room, "encrypted from Qasid")
+        reply = None
+        for _ in range(150):
+            await b.sync()
+            if first in b.decrypted:
+                if reply is None:
+                    reply = await b.send(room, "encrypted from Synapse")
+                await a.sync()
+                if reply in a.decrypted:
+                    break
+            await asyncio.sleep(0.1)
+        assert b.decrypted.get(first) == "encrypted from Qasid", (b.undecryptable, synapse.log_tail())
+        assert reply is not None and a.decrypted.get(reply) == "encrypted from Synapse", a.undecryptable
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_history_from_before_a_join_is_backfilled_both_ways(federation: Any, synapse: SynapseServer) -> None:
+    """Each server pages back through the other's older history with /backfill, down to the room's
+    creation, and gets the messages in order."""
+    hs1: RunningServer = await federation("127.0.0.1")
+    alice, ta, _ = await hs1.login_user("alice")
+    C = "/_matrix/client/v3"
+    async with aiohttp.ClientSession() as s:
+        bob, bob_token = await synapse.register(s, "bob")
+        headers = {"Authorization": f"Bearer {bob_token}"}
+
+        async def synapse_call(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+            async with s.request(method, f"{synapse.client_url}{C}{path}", json=body, params=params, headers=headers) as r:
+                out = await r.json()
+                assert r.status == 200, (out, synapse.log_tail())
+                return out
+
+        # Qasid pages back through a Synapse room.
+        syn_room = (await synapse_call("POST", "/createRoom", {"preset": "public_chat", "room_alias_name": "old_syn"}))["room_id"]
+        for i in range(15):
+            await synapse_call("PUT", f"/rooms/{syn_room}/send/m.room.message/h{i}", {"msgtype": "m.text", "body": f"syn {i}"})
+        r = await hs1.http.post(f"{C}/join/%23old_syn:{synapse.server_name}", {}, token=ta)
+        assert r.status == 200, r.body
+        seen: list[dict[str, Any]] = []
+        params = {"dir": "b", "limit": "6"}
+        for _ in range(20):
+            body = (await hs1.http.get(f"{C}/rooms/{syn_room}/messages", token=ta, params=params)).body
+            seen += body["chunk"]
+            if "end" not in body:
+                break
+            params = {"dir": "b", "limit": "6", "from": body["end"]}
+        assert seen[-1]["type"] == "m.room.create"
+        assert [e["content"]["body"] for e in reversed(seen) if e["type"] == "m.room.message"] == [f"syn {i}" for i in range(15)]
+
+        # Synapse pages back through a Qasid room.
+        q_room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", "room_alias_name": "old_q"}, token=ta)).body["room_id"]
+        for i in range(15):
+            await hs1.http.put(f"{C}/rooms/{q_room}/send/m.room.message/h{i}", {"msgtype": "m.text", "body": f"q {i}"}, token=ta)
+        await synapse_call("POST", f"/join/%23old_q:{hs1.config.server_name}", {})
+        texts: list[str] = []
+        params = {"dir": "b", "limit": "6"}
+        for _ in range(20):
+            body = await synapse_call("GET", f"/rooms/{q_room}/messages", params=params)
+            texts += [e["content"]["body"] for e in body["chunk"] if e["type"] == "m.room.message"]
+            if "end" not in body or not body["chunk"]:
+                break
+            params = {"dir": "b", "limit": "6", "from": body["end"]}
+        assert list(reversed(texts)) == [f"q {i}" for i in range(15)], synapse.log_tail()
