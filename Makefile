@@ -43,9 +43,11 @@ $(SYNAPSE_VENV)/.installed:
 test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed $(SYNAPSE_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Qasid against Synapse on loopback (installs Synapse into bench/.work on first use), then state resolution.
-bench: $(VENV)/.installed-test
+# Qasid against Synapse on loopback (installs Synapse into bench/.work on first use), federation against
+# Synapse, then state resolution.
+bench: $(VENV)/.installed-test $(SYNAPSE_VENV)/.installed
 	$(PY) -m bench servers $(BENCH_ARGS)
+	$(PY) -m bench federation
 	$(PY) -m bench state-res
 
 docs: $(VENV)/.installed

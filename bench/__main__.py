@@ -1,6 +1,7 @@
 """`python -m bench [servers|state-res] [options]` — the benchmark entry point used by `make bench`.
 
 `servers` (the default) runs the same client load against Qasid and Synapse on loopback and compares them;
+`federation` pushes PDUs through /send and joins a large room over federation, Qasid beside Synapse;
 `state-res` times state resolution in-process.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("servers", "state-res")
+BENCHMARKS = ("servers", "state-res", "federation")
 
 
 def main() -> None:
@@ -19,6 +20,10 @@ def main() -> None:
         from bench import servers_bench
 
         servers_bench.main(rest)
+    elif which == "federation":
+        from bench import federation_bench
+
+        federation_bench.main(rest)
     elif which == "state-res":
         from bench import state_res_bench
 

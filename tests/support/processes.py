@@ -67,7 +67,9 @@ class QasidProcess:
         self.data.mkdir(parents=True, exist_ok=True)
         if not (self.data / "signing.key").exists():
             write_new_signing_key(self.data / "signing.key")
-        crt, key = ca.issue(self.server_name, ips=[self.ip], dns=[self.server_name])
+        host = self.server_name.rsplit(":", 1)[0] if self.server_name.count(":") == 1 else self.server_name
+        named = not host.replace(".", "").isdigit()  # a DNS name, not an IP-literal server name
+        crt, key = ca.issue(self.server_name.replace(":", "_"), ips=[self.ip], dns=[host] if named else [])
         cfg: dict[str, Any] = {
             "server_name": self.server_name,
             "listeners": [{"port": self.port, "bind_addresses": [self.ip], "tls": True,
