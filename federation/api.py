@@ -154,7 +154,8 @@ async def put_send_join(request: web.Request) -> web.Response:
     origin = await _origin(request, body)
     fed = fed_of(request)
     m = request.match_info
-    return json_response(await fed.rooms.send_join(origin, m["room_id"], m["event_id"], body))
+    omit = request.query.get("omit_members", "false").lower() == "true"
+    return json_response(await fed.rooms.send_join(origin, m["room_id"], m["event_id"], body, omit_members=omit))
 
 
 async def put_send(request: web.Request) -> web.Response:

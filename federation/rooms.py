@@ -245,12 +245,27 @@ class FederationRooms:
     async def make_join(self, origin: str, room_id: str, user_id: str, versions: list[str]) -> dict[str, Any]:
         return await self._make_membership(origin, room_id, user_id, "join", versions)
 
-    async def send_join(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any]) -> dict[str, Any]:
+    async def send_join(self, origin: str, room_id: str, eid_in_path: str, pdu: dict[str, Any], *,
+                        omit_members: bool = False) -> dict[str, Any]:
+        """The state before the join and its auth chain. With ``omit_members`` (a server that can take
+        a partial state) member events are left out of the state except the room's heroes' (when it has
+        no name or canonical alias, the joining server needs them to name the room), and events already
+        in the state are left out of the auth chain."""
         state = await self._current_state_pdus(room_id)
         await self._send_membership(origin, room_id, eid_in_path, pdu, "join")
+        if omit_members:
+            keys = {(p["type"], p.get("state_key")) for p in state.values()}
+            named = ("m.room.name", "") in keys or ("m.room.canonical_alias", "") in keys
+            joined = sorted((p for p in state.values() if p["type"] == "m.room.member"
+                             and (p.get("content") or {}).get("membership") == "join" and p.get("state_key") != pdu.get("sender")),
+                            key=lambda p: (int(p.get("depth", 0)), p["state_key"]))
+            heroes = set() if named else {p["state_key"] for p in joined[:5]}
+            state = {eid: p for eid, p in state.items() if p["type"] != "m.room.member" or p.get("state_key") in heroes}
         chain = await self._auth_chain(list(state) + list(pdu.get("auth_events") or []))
+        if omit_members:
+            chain = {eid: p for eid, p in chain.items() if eid not in state}
         return {
-            "origin": self.server_name, "event": pdu, "members_omitted": False,
+            "origin": self.server_name, "event": pdu, "members_omitted": omit_members,
             "state": list(state.values()), "auth_chain": list(chain.values()),
             "servers_in_room": sorted(await self.servers_in_room(room_id)),
         }

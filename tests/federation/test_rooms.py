@@ -449,3 +449,37 @@ async def test_messages_backfills_history_from_before_the_join(federation) -> No
     hs2.hs.federation.client.get_json = counting  # type: ignore[method-assign]
     assert [e["event_id"] for e in await page_all(hs2, tb)] == [e["event_id"] for e in h1]
     assert not [c for c in calls if "/backfill/" in c]
+
+
+async def test_send_join_with_omit_members_returns_a_reduced_state(federation) -> None:
+    """A server able to take a partial state asks for it with omit_members=true: member events are left
+    out (except, in a room with no name, the heroes a client needs to name it), nothing in the state is
+    repeated in the auth chain, and the join's own auth events are all there."""
+    from federation.client import path
+
+    hs1: RunningServer = await federation("127.0.0.1")
+    hs2: RunningServer = await federation("127.0.0.2")
+    alice, ta, _ = await hs1.login_user("alice")
+    name1 = hs1.config.server_name
+    for i in range(8):
+        await hs1.create_user(f"member{i}")
+    for named in (True, False):
+        room = (await hs1.http.post(f"{C}/createRoom", {"preset": "public_chat", **({"name": "Big"} if named else {})},
+                                    token=ta)).body["room_id"]
+        for i in range(8):
+            login = await hs1.http.login(f"member{i}", "password123")
+            assert (await hs1.http.post(f"{C}/join/{room}", {}, token=login.body["access_token"])).status == 200
+        bob = await hs2.create_user(f"bob{int(named)}")
+        rooms2 = hs2.hs.federation.rooms
+        _, eid, signed = await rooms2._sign_template(name1, "join", room, bob, {})  # noqa: SLF001 - the wire call itself is under test
+        resp = await hs2.hs.federation.client.put_json(name1, path("/_matrix/federation/v2/send_join/{}/{}", room, eid), signed,
+                                                       {"omit_members": "true"})
+        assert resp["members_omitted"] is True
+        members = sorted(p["state_key"] for p in resp["state"] if p["type"] == "m.room.member")
+        assert members == ([] if named else sorted([alice] + [f"@member{i}:{name1}" for i in range(4)]))
+        state_ids = {event_id(p, "12") for p in resp["state"]}
+        chain_ids = {event_id(p, "12") for p in resp["auth_chain"]}
+        assert not state_ids & chain_ids
+        assert set(signed["auth_events"]) <= state_ids | chain_ids
+        full = await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)
+        assert bob in full.body["joined"]  # the join itself went through
