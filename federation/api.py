@@ -9,10 +9,12 @@ from aiohttp import web
 
 from homeserver.api.admin import QASID_VERSION
 from homeserver.api.context import hs_of
-from homeserver.api.http import json_response, read_json
+from homeserver.api.http import json_response, query_int, read_json
+from homeserver.api.media import disposition
 from homeserver.errors import MatrixError
 
 from federation.auth import authenticate
+from federation.media import serve_multipart
 
 if TYPE_CHECKING:
     from federation.runtime import FederationRuntime
@@ -239,8 +241,30 @@ async def put_send_knock(request: web.Request) -> web.Response:
     return json_response(await fed_of(request).rooms.send_knock(origin, m["room_id"], m["event_id"], body))
 
 
+async def get_media(request: web.Request) -> web.StreamResponse:
+    """Our users' media for another server (never other servers' media: each fetches from the origin)."""
+    await _origin(request)
+    hs = hs_of(request)
+    served = await hs.media.get(hs.config.server_name, request.match_info["media_id"],
+                                timeout_ms=query_int(request, "timeout_ms", None), allow_remote=False)
+    return await serve_multipart(request, served.file, served.content_type, disposition(served.content_type, served.upload_name))
+
+
+async def get_media_thumbnail(request: web.Request) -> web.StreamResponse:
+    await _origin(request)
+    hs = hs_of(request)
+    width, height = query_int(request, "width", None), query_int(request, "height", None)
+    if width is None or height is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "width and height are required")
+    served = await hs.media.thumbnail(hs.config.server_name, request.match_info["media_id"], width, height,
+                                      request.query.get("method", "scale"), query_int(request, "timeout_ms", None))
+    return await serve_multipart(request, served.file, served.content_type, disposition(served.content_type, None))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
+    r.add_route("GET", "/_matrix/federation/v1/media/download/{media_id}", get_media)
+    r.add_route("GET", "/_matrix/federation/v1/media/thumbnail/{media_id}", get_media_thumbnail)
     r.add_route("GET", "/_matrix/key/v2/server", get_server_keys)
     r.add_route("GET", "/_matrix/key/v2/server/{key_id}", get_server_keys)
     r.add_route("GET", "/_matrix/key/v2/query/{server_name}", get_query_keys)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from typing import Any, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Mapping
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -78,6 +79,38 @@ class FederationClient:
             self._destinations[server_name] = cached
         return cached
 
+    def _prepare(self, method: str, destination: str, path: str, query: Mapping[str, Any] | None, body: Any,
+                 signed: bool, dest: Destination) -> tuple[yarl.URL, dict[str, str], bytes | None]:
+        uri = path
+        if query:
+            uri += "?" + urlencode([(k, v) for k, vals in query.items() for v in (vals if isinstance(vals, list) else [vals])])
+        headers = {"Host": dest.host_header, "Content-Type": "application/json"}
+        if signed:
+            headers["Authorization"] = sign_request(self.server_name, destination, method, uri, body, self.signing_key)
+        data = orjson.dumps(body) if body is not None else None
+        host = f"[{dest.host}]" if ":" in dest.host else dest.host
+        # encoded=True: send exactly the URI that was signed (no re-quoting by the HTTP library).
+        return yarl.URL(f"https://{host}:{dest.port}{uri}", encoded=True), headers, data
+
+    @asynccontextmanager
+    async def stream(self, method: str, destination: str, path: str, *, query: Mapping[str, Any] | None = None,
+                     timeout_s: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A signed request whose response is read by the caller, piece by piece (media)."""
+        if destination == self.server_name:
+            raise FederationError(destination, "refusing to send a federation request to ourselves")
+        if not self.policy.allows(destination):
+            raise FederationError(destination, "not in the federation allowlist", 403)
+        dest = await self.destination(destination)
+        url, headers, data = self._prepare(method, destination, path, query, None, True, dest)
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=60) if timeout_s else aiohttp.ClientTimeout(total=None, sock_read=60)
+        try:
+            async with self._client().request(method, url, data=data, headers=headers, ssl=self.ssl,
+                                              server_hostname=dest.tls_name, timeout=timeout) as r:
+                yield r
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            self._destinations.pop(destination, None)
+            raise FederationError(destination, f"request failed: {type(e).__name__}: {e}") from None
+
     async def request(
         self, method: str, destination: str, path: str, *, query: Mapping[str, Any] | None = None,
         body: Any = None, signed: bool = True,
@@ -88,16 +121,7 @@ class FederationClient:
         if not self.policy.allows(destination):
             raise FederationError(destination, "not in the federation allowlist", 403)
         dest = await self.destination(destination)
-        uri = path
-        if query:
-            uri += "?" + urlencode([(k, v) for k, vals in query.items() for v in (vals if isinstance(vals, list) else [vals])])
-        headers = {"Host": dest.host_header, "Content-Type": "application/json"}
-        if signed:
-            headers["Authorization"] = sign_request(self.server_name, destination, method, uri, body, self.signing_key)
-        data = orjson.dumps(body) if body is not None else None
-        host = f"[{dest.host}]" if ":" in dest.host else dest.host
-        # encoded=True: send exactly the URI that was signed (no re-quoting by the HTTP library).
-        url = yarl.URL(f"https://{host}:{dest.port}{uri}", encoded=True)
+        url, headers, data = self._prepare(method, destination, path, query, body, signed, dest)
         try:
             async with self._client().request(method, url, data=data, headers=headers, ssl=self.ssl,
                                               server_hostname=dest.tls_name) as r:

@@ -19,6 +19,7 @@ from federation.keyring import Keyring
 from federation.policy import FederationPolicy
 from federation.rooms import FederationRooms
 from federation.backfill import Backfiller
+from federation.media import fetch_remote_media
 from federation.sender import FederationSender
 from federation.server_keys import LocalServerKeys
 
@@ -75,6 +76,9 @@ class FederationRuntime:
         servers = {s for s in servers if self.policy.allows(s)}
         if servers:
             await self.sender.enqueue(servers, pdu)
+
+    async def fetch_media(self, origin: str, media_id: str, sink: Any, thumbnail: dict[str, str] | None) -> None:
+        await fetch_remote_media(self.client, origin, media_id, sink, thumbnail=thumbnail)
 
     async def receive_transaction(self, origin: str, txn_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A retried transaction gets the first answer again instead of being processed twice."""

@@ -129,6 +129,19 @@ class Federation:
 
 
 @dataclass
+class ThumbnailSizeConfig:
+    width: int = _f(32, "Width in pixels.")
+    height: int = _f(32, "Height in pixels.")
+    method: Literal["crop", "scale"] = _f("crop", "crop fills the box exactly; scale fits inside it.")
+
+
+DEFAULT_THUMBNAIL_SIZES = [
+    ThumbnailSizeConfig(32, 32, "crop"), ThumbnailSizeConfig(96, 96, "crop"), ThumbnailSizeConfig(320, 240, "scale"),
+    ThumbnailSizeConfig(640, 480, "scale"), ThumbnailSizeConfig(800, 600, "scale"),
+]
+
+
+@dataclass
 class Presence:
     enabled: bool = _f(True, "Track and share online/offline status. Off stops the server storing or sending any presence.")
 
@@ -150,7 +163,17 @@ class Config:
     refreshable_access_token_lifetime: Duration | None = _f(Duration(300_000), "Lifetime of access tokens issued with a refresh token.")
     refresh_token_lifetime: Duration | None = _f(None, "Lifetime of refresh tokens; null keeps them until used.")
     session_lifetime: Duration | None = _f(None, "Lifetime of non-refreshable access tokens; null keeps them until logout.")
-    max_upload_size: Size = _f(Size(50 * 1024 * 1024), "Largest media upload accepted.")
+    max_upload_size: Size = _f(Size(50 * 1024 * 1024), "Largest media upload accepted (also the largest remote file fetched).")
+    media_store_path: str = _f("media_store", "Where media files are kept (relative to this file's folder), named by their SHA-256.")
+    media_quota_per_user: Size | None = _f(Size(5 * 1024**3), "Total bytes one user may have uploaded; null for no limit.")
+    media_blocked_content_types: list[str] = _f([], "Content types refused on upload (403), e.g. application/x-msdownload.")
+    enable_authenticated_media: bool = _f(True, "Serve media only with an access token (/_matrix/client/v1/media). False also serves the legacy unauthenticated /_matrix/media/v3/download and thumbnail paths.")
+    max_pending_media_uploads: int = _f(5, "Media IDs one user may hold reserved (POST /media/v1/create) without uploading.")
+    unused_expiration_time: Duration = _f(Duration(86_400_000), "How long a reserved media ID waits for its upload.")
+    max_image_pixels: int = _f(32_000_000, "Largest image (width x height) that is thumbnailed.")
+    thumbnail_sizes: list[ThumbnailSizeConfig] = _f(DEFAULT_THUMBNAIL_SIZES, "Thumbnail sizes generated on request (the nearest one is served).")
+    url_preview_enabled: bool = _f(False, "Fetch web pages to preview links (off by default: a data-residency choice).")
+    url_preview_allowed_hosts: list[str] = _f([], "Hosts (exact, or *.suffix) whose pages may be previewed when previews are on.")
     max_request_body_size: Size = _f(Size(8 * 1024 * 1024), "Largest JSON request body accepted (413 M_TOO_LARGE beyond).")
     default_room_version: str = _f(DEFAULT_ROOM_VERSION, "Room version for new rooms.")
     federation_domain_whitelist: list[str] | None = _f(None, "When set, federate only with these server names (inbound and outbound).")

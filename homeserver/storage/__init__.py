@@ -10,6 +10,7 @@ from homeserver.storage.events import AliasStore, EventStore
 from homeserver.storage.federation_outbox import FederationOutboxStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.key_backup import KeyBackupStore
+from homeserver.storage.media import MediaStore
 from homeserver.storage.migrations import migrate
 from homeserver.storage.openid import OpenIdStore
 from homeserver.storage.push_rules import PushActionStore, PushRuleStore
@@ -49,6 +50,7 @@ class Storage:
         self.openid = OpenIdStore(db)
         self.remote_invites = RemoteInviteStore(db)
         self.federation_outbox = FederationOutboxStore(db)
+        self.media = MediaStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":
