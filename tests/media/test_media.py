@@ -230,3 +230,39 @@ async def test_admin_quarantine_delete_and_usage(server: RunningServer) -> None:
     assert (await server.http.get(f"{V1}/download/{name}/{m2}", token=token)).status == 404
     assert len(_stored_files(server)) == files - 1  # the file went with its last reference
     assert (await server.http.delete(f"{A}/media/{name}/{m2}", token=admin)).status == 404
+
+
+async def test_url_previews_are_off_by_default_and_limited_to_allowed_hosts(make_server: Any) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(content_type="text/html", text=(
+            "<html><head><title>Circular 12/2026</title>"
+            '<meta property="og:description" content="Revised travel rules">'
+            '<meta property="og:image" content="http://elsewhere/i.png"></head><body>x</body></html>'))
+
+    app = web.Application()
+    app.router.add_get("/circular", page)
+    site = TestServer(app, host="127.0.0.1")
+    await site.start_server()
+    try:
+        url = str(site.make_url("/circular"))
+        server = await make_server(url_preview_enabled=True, url_preview_allowed_hosts=["127.0.0.1"])
+        _, token, _ = await server.login_user("alice")
+        r = await server.http.get(f"{V1}/preview_url", token=token, params={"url": url})
+        assert r.status == 200, r.body
+        assert r.body["og:title"] == "Circular 12/2026" and r.body["og:description"] == "Revised travel rules"
+        assert "og:image" not in r.body  # nothing is fetched beyond the page itself
+        other = await server.http.get(f"{V1}/preview_url", token=token, params={"url": url.replace("127.0.0.1", "localhost")})
+        assert other.status == 403 and other.errcode == "M_FORBIDDEN"
+        bad = await server.http.get(f"{V1}/preview_url", token=token, params={"url": "file:///etc/passwd"})
+        assert bad.status == 400 and bad.errcode == "M_INVALID_PARAM"
+    finally:
+        await site.close()
+
+
+async def test_url_previews_disabled(server: RunningServer) -> None:
+    _, token, _ = await server.login_user("alice")
+    r = await server.http.get(f"{V1}/preview_url", token=token, params={"url": "https://example.org/"})
+    assert r.status == 404 and r.errcode == "M_UNRECOGNIZED"
