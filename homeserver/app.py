@@ -53,6 +53,7 @@ from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
 from homeserver.signing_key import read_old_verify_keys, read_signing_keys
 
+from homeserver.services.audit_export import AuditExporter
 from homeserver.services.media import MediaService
 from homeserver.services.url_preview import UrlPreviewService
 from federation import api as federation_api
@@ -116,6 +117,7 @@ class HomeServer:
     spaces: SpaceService
     user_data: UserDataService
     media: "MediaService"
+    audit: "AuditExporter"
     url_previews: "UrlPreviewService"
     federation: "FederationRuntime | None" = None
 
@@ -162,7 +164,8 @@ class HomeServer:
             dehydrated_devices=DehydratedDeviceService(storage, e2e_keys, clock),
             openid=OpenIdService(storage, clock, config.server_name), to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
-            media=MediaService(config, storage, clock), url_previews=UrlPreviewService(config.url_preview_allowed_hosts),
+            media=MediaService(config, storage, clock), audit=AuditExporter(storage, config.server_name, lambda: None, clock),
+            url_previews=UrlPreviewService(config.url_preview_allowed_hosts),
             federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys, creator),
         )
         if hs.federation is not None:
@@ -175,6 +178,7 @@ class HomeServer:
             membership.remote_reject = hs.federation.rooms.reject_remote_invite
             membership.remote_knock = hs.federation.rooms.remote_knock
             hs.rooms.backfill = hs.federation.backfiller.backfill
+            hs.audit.local_key_response = hs.federation.local_keys.response
             hs.media.remote_fetch = hs.federation.fetch_media
             hs.media.remote_allowed = hs.federation.policy.allows
             edus = EduHandler(hs, hs.federation)

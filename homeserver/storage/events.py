@@ -207,6 +207,15 @@ class EventStore:
             out.append(ev)
         return out
 
+    async def every_event(self, room_id: str, after: int | None, limit: int) -> list[StoredEvent]:
+        """Every event held for a room (timeline, outliers, soft-failed; not rejected), in stream order,
+        a page at a time (the audit export)."""
+        rows = await self.db.fetch(
+            f"SELECT {_EV_COLS} FROM events WHERE room_id = $1 AND rejected IS NULL AND stream_ordering > $2"
+            f" ORDER BY stream_ordering LIMIT {int(limit)}", room_id, after if after is not None else -(2**62),
+        )
+        return [_stored(r) for r in rows]
+
     async def oldest_timeline_event(self, room_id: str) -> StoredEvent | None:
         r = await self.db.fetchrow(
             f"SELECT {_EV_COLS} FROM events WHERE room_id = $1 AND outlier = 0 AND rejected IS NULL"
