@@ -44,10 +44,11 @@ test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed $(SYNAPSE_VENV)/
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Qasid against Synapse on loopback (installs Synapse into bench/.work on first use), federation against
-# Synapse, then state resolution.
+# Synapse, a 10,000-event audit export and its verification, then state resolution.
 bench: $(VENV)/.installed-test $(SYNAPSE_VENV)/.installed
 	$(PY) -m bench servers $(BENCH_ARGS)
 	$(PY) -m bench federation
+	$(PY) -m bench audit
 	$(PY) -m bench state-res
 
 docs: $(VENV)/.installed

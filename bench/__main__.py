@@ -2,14 +2,14 @@
 
 `servers` (the default) runs the same client load against Qasid and Synapse on loopback and compares them;
 `federation` pushes PDUs through /send and joins a large room over federation, Qasid beside Synapse;
-`state-res` times state resolution in-process.
+`audit` exports a 10,000-event room and verifies the export; `state-res` times state resolution in-process.
 """
 
 from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("servers", "state-res", "federation")
+BENCHMARKS = ("servers", "state-res", "federation", "audit")
 
 
 def main() -> None:
@@ -24,6 +24,10 @@ def main() -> None:
         from bench import federation_bench
 
         federation_bench.main(rest)
+    elif which == "audit":
+        from bench import audit_bench
+
+        audit_bench.main(rest)
     elif which == "state-res":
         from bench import state_res_bench
 
