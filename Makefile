@@ -40,7 +40,19 @@ $(SYNAPSE_VENV)/.installed:
 	$(SYNAPSE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'matrix-synapse>=1.140,<2'
 	@touch $@
 
-test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed $(SYNAPSE_VENV)/.installed
+# coturn (turnserver, turnutils_uclient) for the TURN credential tests, from the system's packages when
+# apt-get is there; without it the tests skip (or fail under CI=true).
+COTURN_STAMP := .work/coturn.installed
+$(COTURN_STAMP):
+	@mkdir -p .work
+	@if command -v turnserver >/dev/null 2>&1 && command -v turnutils_uclient >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y coturn || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y coturn) \
+			|| echo "could not install coturn (not root?): the TURN tests against coturn will skip, or fail under CI=true"; \
+	else echo "coturn not installed and no apt-get: the TURN tests against coturn will skip"; fi
+	@if command -v turnserver >/dev/null 2>&1; then touch $@; fi
+
+test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed $(SYNAPSE_VENV)/.installed $(COTURN_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Qasid against Synapse on loopback (installs Synapse into bench/.work on first use), federation against

@@ -12,6 +12,7 @@ SPEC_VERSIONS = [
     "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
     "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16",
 ]
+RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci"
 
 
 async def get_versions(request: web.Request) -> web.Response:
@@ -20,7 +21,10 @@ async def get_versions(request: web.Request) -> web.Response:
 
 async def well_known_client(request: web.Request) -> web.Response:
     cfg = hs_of(request).config
-    body = {"m.homeserver": {"base_url": cfg.base_url.rstrip("/")}, **cfg.extra_well_known_client_content}
+    body: dict[str, object] = {"m.homeserver": {"base_url": cfg.base_url.rstrip("/")}}
+    if cfg.matrix_rtc.foci:
+        body[RTC_FOCI_KEY] = cfg.matrix_rtc.foci  # MSC4143: where clients find the SFU for group calls
+    body.update(cfg.extra_well_known_client_content)  # the operator's explicit keys win
     return json_response(body)
 
 

@@ -122,6 +122,10 @@ class PushEvaluator:
             out["threads"] = {t: {"notification_count": n, "highlight_count": h} for t, (n, h) in sorted(counts.items())}
         return out
 
+    async def read_position(self, user_id: str, room_id: str) -> int:
+        """The stream position up to which the user has read the room (receipts, or their own last message)."""
+        return await self._read_position(user_id, room_id)
+
     async def _read_position(self, user_id: str, room_id: str) -> int:
         positions = [await self.storage.events.last_sent_by(room_id, user_id) or 0]
         for rtype in ("m.read", "m.read.private"):
