@@ -16,7 +16,7 @@ from homeserver.api import mount_all
 from homeserver.api.context import HS, client_ip
 from homeserver.api.http import REQUEST_ID, Routes, access_token_from, matrix_middleware
 from homeserver.clock import Clock
-from homeserver.config import Config
+from homeserver.config import Config, ConfigError
 from homeserver.errors import MatrixError
 from homeserver.services.admin import AdminService
 from homeserver.services.accounts import AccountService, password_stage
@@ -46,13 +46,17 @@ from homeserver.services.spaces import SpaceService
 from homeserver.services.presence import PresenceService
 from homeserver.services.push import PushEvaluator
 from homeserver.services.push_rules import PushRuleService
+from homeserver.services.pushers import PusherService
 from homeserver.services.sync import SyncService
 from homeserver.services.to_device import ToDeviceService
 from homeserver.services.typing import TypingService
 from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
+from homeserver.services.voip import VoipService
 from homeserver.signing_key import read_old_verify_keys, read_signing_keys
 
+from homeserver.appservice.registration import RegistrationError, load_registrations
+from homeserver.services.appservices import AppServices
 from homeserver.services.audit_export import AuditExporter
 from homeserver.services.media import MediaService
 from homeserver.services.url_preview import UrlPreviewService
@@ -110,6 +114,8 @@ class HomeServer:
     typing: TypingService
     push_rules: PushRuleService
     push: PushEvaluator
+    pushers: "PusherService"
+    voip: "VoipService"
     directory: DirectoryService
     room_upgrade: RoomUpgradeService
     search: SearchService
@@ -118,6 +124,7 @@ class HomeServer:
     user_data: UserDataService
     media: "MediaService"
     audit: "AuditExporter"
+    appservices: "AppServices"
     url_previews: "UrlPreviewService"
     federation: "FederationRuntime | None" = None
 
@@ -144,6 +151,15 @@ class HomeServer:
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
         e2e_keys = E2eKeyService(storage, notifier, config.server_name)
         creator.in_transaction.append(push.record)
+        try:
+            registrations = load_registrations([config.resolve_path(p) for p in config.app_service_config_files], config.server_name)
+        except RegistrationError as e:
+            raise ConfigError(f"app_service_config_files: {e}") from None
+        appservices = AppServices(registrations, storage, clock, config.server_name)
+        creator.listeners.append(appservices.on_event)
+        accounts.exclusive_user = appservices.exclusive_owner_of_user
+        pushers = PusherService(storage, push, clock, config)
+        creator.listeners.append(pushers.on_event)  # returns at once: delivery runs in its own tasks
         hs = cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
@@ -156,6 +172,7 @@ class HomeServer:
             sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence, e2e_keys),
             presence=presence,
             typing=typing, user_data=UserDataService(storage, clock, notifier),
+            pushers=pushers, voip=VoipService(config, clock),
             push_rules=push_rules, push=push, directory=directory, spaces=SpaceService(storage, directory),
             room_upgrade=RoomUpgradeService(storage, creator),
             search=SearchService(storage, formatter, visibility),
@@ -164,6 +181,7 @@ class HomeServer:
             dehydrated_devices=DehydratedDeviceService(storage, e2e_keys, clock),
             openid=OpenIdService(storage, clock, config.server_name), to_device=ToDeviceService(storage, notifier, clock, config.server_name),
             admin=AdminService(storage, config, clock, accounts),
+            appservices=appservices,
             media=MediaService(config, storage, clock), audit=AuditExporter(storage, config.server_name, lambda: None, clock),
             url_previews=UrlPreviewService(config.url_preview_allowed_hosts),
             federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys, creator),
@@ -188,13 +206,25 @@ class HomeServer:
             hs.user_data.on_receipt = edus.receipt_sent
             e2e_keys.on_device_change = edus.device_list_changed
             hs.to_device.remote_sender = edus.send_to_device
+        if registrations:
+            _observe_for_appservices(hs, appservices)
+            hs.profiles.appservice_query = appservices.query_user
         return hs
 
     async def requester(self, request: web.Request) -> Requester:
-        """Authenticate the request's access token (401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise)."""
+        """Authenticate the request's access token (401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise).
+        An application service's as_token acts as its sender, or as ``?user_id=`` in its namespace,
+        and with MSC3202 as ``?device_id=`` of that user."""
         token = access_token_from(request)
         if not token:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+        service = self.appservices.by_token(token)
+        if service is not None:
+            user_id = await self.appservices.acting_user(service, request.query.get("user_id"))
+            device_id = request.query.get("device_id") or request.query.get("org.matrix.msc3202.device_id") or ""
+            if device_id and (not service.e2ee or await self.storage.devices.get_device(user_id, device_id) is None):
+                raise MatrixError(400, "M_UNKNOWN_DEVICE", "No such device for this user (device masquerading needs MSC3202)")
+            return Requester(user_id, device_id, "as:" + service.id, False, app_service=service.id)
         return await self.sessions.authenticate(
             token, ip=client_ip(request), user_agent=request.headers.get("User-Agent")
         )
@@ -216,6 +246,35 @@ class HomeServer:
         """Periodic housekeeping: expire abandoned UIA sessions and give back their token uses."""
         abandoned = await self.uia.expire()
         await self.registration_tokens.release_abandoned(abandoned)
+
+
+def _observe_for_appservices(hs: HomeServer, appservices: "AppServices") -> None:
+    """Typing, receipts and presence (MSC2409) and to-device messages reach interested appservices,
+    beside whatever else already listens (federation)."""
+    typing_before, presence_before, receipt_before = hs.typing.on_change, hs.presence.on_change, hs.user_data.on_receipt
+
+    def typing_changed(room_id: str, user_id: str, typing: bool) -> None:
+        if typing_before is not None:
+            typing_before(room_id, user_id, typing)
+        edu = {"type": "m.typing", "content": {"user_ids": hs.typing.typing_users(room_id)}}
+        asyncio.get_running_loop().create_task(appservices.on_ephemeral(room_id, edu))
+
+    def presence_changed(user_id: str) -> None:
+        if presence_before is not None:
+            presence_before(user_id)
+        edu = {"type": "m.presence", "sender": user_id, "content": hs.presence.get(user_id)}
+        asyncio.get_running_loop().create_task(appservices.on_ephemeral(None, edu, [user_id]))
+
+    async def receipt_sent(receipt: Any) -> None:
+        if receipt_before is not None:
+            await receipt_before(receipt)
+        content = {receipt.event_id: {receipt.receipt_type: {receipt.user_id: {"ts": receipt.ts}}}}
+        await appservices.on_ephemeral(receipt.room_id, {"type": "m.receipt", "content": content})
+
+    hs.typing.on_change = typing_changed
+    hs.presence.on_change = presence_changed
+    hs.user_data.on_receipt = receipt_sent
+    hs.to_device.on_delivered = appservices.on_to_device
 
 
 def mount_routes(app: web.Application) -> None:
@@ -251,10 +310,15 @@ async def start_homeserver(config: Config, clock: Clock | None = None) -> tuple[
         task["sweeper"] = asyncio.create_task(_sweeper(hs))
         if hs.federation is not None:
             await hs.federation.sender.resume()  # catch up on what was not delivered before the last stop
+        await hs.pushers.resume()  # likewise for push notifications
+        await hs.appservices.ensure_senders()
+        await hs.appservices.resume()  # and for application services
 
     async def on_cleanup(_: web.Application) -> None:
         if "sweeper" in task:
             task["sweeper"].cancel()
+        await hs.pushers.close()
+        await hs.appservices.close()
         if hs.federation is not None:
             await hs.federation.close()
         await storage.close()

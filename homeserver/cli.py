@@ -207,6 +207,12 @@ def _check_files(config: Config) -> None:
         value = getattr(config, name)
         if value and not config.resolve_path(value).is_file():
             raise CliError(f"{name}: file not found: {config.resolve_path(value)}")
+    from homeserver.appservice.registration import RegistrationError, load_registrations
+
+    try:
+        load_registrations([config.resolve_path(p) for p in config.app_service_config_files], config.server_name)
+    except RegistrationError as e:
+        raise CliError(f"app_service_config_files: {e}") from None
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -147,6 +147,16 @@ class Presence:
 
 
 @dataclass
+class Push:
+    include_content: bool = _f(True, "Send the event's content (the message text) to push gateways (Synapse's push.include_content). False keeps message text off the gateway and the phone vendors' services behind it; type, sender and room name still go. Pushers set with data.format event_id_only get only event and room IDs, counts and priority.")
+
+
+@dataclass
+class MatrixRtc:
+    foci: list[dict[str, Any]] = _f([], "MatrixRTC foci (MSC4143) advertised to clients in /.well-known/matrix/client as org.matrix.msc4143.rtc_foci, e.g. [{type: livekit, livekit_service_url: 'https://rtc.mofa.gov.example/livekit/jwt'}] for Element Call's group calls.")
+
+
+@dataclass
 class Config:
     server_name: str = _f("", "The domain part of every user ID on this server (e.g. mofa.gov.example). Cannot be changed later.")
     public_baseurl: str | None = _f(None, "The URL clients use to reach this server; advertised in /.well-known/matrix/client.")
@@ -176,6 +186,7 @@ class Config:
     url_preview_allowed_hosts: list[str] = _f([], "Hosts (exact, or *.suffix) whose pages may be previewed when previews are on.")
     max_request_body_size: Size = _f(Size(8 * 1024 * 1024), "Largest JSON request body accepted (413 M_TOO_LARGE beyond).")
     default_room_version: str = _f(DEFAULT_ROOM_VERSION, "Room version for new rooms.")
+    app_service_config_files: list[str] = _f([], "Application service registration files (YAML, as for Synapse). A malformed one stops start-up, naming the file and the key.")
     federation_domain_whitelist: list[str] | None = _f(None, "When set, federate only with these server names (inbound and outbound).")
     federation: Federation = _f(Federation(), "Server-server settings: directory, TLS trust, notaries.")
     serve_server_wellknown: bool = _f(False, "Serve /.well-known/matrix/server pointing at this server's port 443.")
@@ -189,6 +200,14 @@ class Config:
     rc_login: LoginRateLimits = _f(LoginRateLimits(), "Login attempts.")
     tls_certificate_path: str | None = _f(None, "PEM certificate chain for listeners with tls: true.")
     tls_private_key_path: str | None = _f(None, "PEM private key for listeners with tls: true.")
+    push: Push = _f(Push(), "Push notifications sent through push gateways (Synapse's shape).")
+    turn_uris: list[str] = _f([], "TURN server URIs handed to clients by /voip/turnServer for 1:1 calls (turn: or turns:), e.g. turn:turn.mofa.gov.example:3478?transport=udp. Empty: no TURN server is offered.")
+    turn_shared_secret: str | None = _f(None, "coturn's static-auth-secret (use-auth-secret, the TURN REST scheme): clients get short-lived credentials signed with it, never the secret itself. Env: QASID_TURN_SHARED_SECRET.", secret=True)
+    turn_username: str | None = _f(None, "A fixed TURN username for every user, when the TURN server has no shared secret (weaker: the password is the same for all; prefer turn_shared_secret).")
+    turn_password: str | None = _f(None, "The password for turn_username. Env: QASID_TURN_PASSWORD.", secret=True)
+    turn_user_lifetime: Duration = _f(Duration(3_600_000), "How long TURN credentials from turn_shared_secret stay valid.")
+    turn_allow_guests: bool = _f(True, "Accepted for Synapse compatibility: Qasid has no guest accounts, so only registered users get TURN credentials.")
+    matrix_rtc: MatrixRtc = _f(MatrixRtc(), "MatrixRTC (group calls through an SFU such as LiveKit).")
 
     # Not settings: where the file was read from, so relative paths resolve against it.
     config_dir: Path = field(default=Path("."), metadata={"internal": True})
@@ -394,6 +413,16 @@ def _check_semantics(cfg: Config) -> None:
             raise ConfigError(f"{name}: rates must not be negative")
     if cfg.password_hashing.memory_cost_kib < 8 * cfg.password_hashing.parallelism:
         raise ConfigError("password_hashing.memory_cost_kib: must be at least 8 × parallelism")
+    for i, uri in enumerate(cfg.turn_uris):
+        if not re.match(r"^turns?:", uri):
+            raise ConfigError(f"turn_uris[{i}]: must start with turn: or turns:")
+    if (cfg.turn_username is None) != (cfg.turn_password is None):
+        raise ConfigError("turn_username: turn_username and turn_password go together")
+    if cfg.turn_user_lifetime <= 0:
+        raise ConfigError("turn_user_lifetime: must be positive")
+    for i, focus in enumerate(cfg.matrix_rtc.foci):
+        if not isinstance(focus.get("type"), str) or not focus["type"]:
+            raise ConfigError(f"matrix_rtc.foci[{i}].type: required (e.g. livekit)")
 
 
 def load_config(path: str | Path, environ: typing.Mapping[str, str] | None = None) -> Config:

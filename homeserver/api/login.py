@@ -5,13 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.api.context import client_ip, hs_of
-from homeserver.api.http import Routes, json_response, read_json
+from homeserver.api.http import Routes, access_token_from, json_response, read_json
 from homeserver.errors import MatrixError
 
 
 async def get_login(request: web.Request) -> web.Response:
     hs = hs_of(request)
     flows = [{"type": "m.login.password"}] if hs.config.password_config.enabled else []
+    if hs.appservices.all:
+        flows.append({"type": "m.login.application_service"})
     return json_response({"flows": flows})
 
 
@@ -21,6 +23,18 @@ async def post_login(request: web.Request) -> web.Response:
     ip = client_ip(request)
     hs.ratelimiter.check("login_address", ip, hs.config.rc_login.address)
     login_type = body.get("type")
+    if login_type == "m.login.application_service":
+        token = access_token_from(request)
+        service = hs.appservices.by_token(token) if token else None
+        if service is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN" if token else "M_MISSING_TOKEN", "An application service logs in with its as_token")
+        user_id = await hs.accounts.resolve_login_user(body)
+        if not service.owns_user(user_id):
+            raise MatrixError(403, "M_FORBIDDEN", "This user is not in the application service's namespace")
+        if not await hs.storage.users.exists(user_id):
+            raise MatrixError(403, "M_FORBIDDEN", "No such user")
+        result = await hs.accounts.start_session(user_id, body)
+        return json_response(result.to_json(hs.config.server_name))
     if login_type != "m.login.password" or not hs.config.password_config.enabled:
         if not isinstance(login_type, str):
             raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: type")

@@ -5,13 +5,21 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.api.context import client_ip, hs_of
-from homeserver.api.http import Routes, json_response, read_json
+from homeserver.api.http import Routes, access_token_from, json_response, read_json
 from homeserver.errors import MatrixError
 
 
 async def post_register(request: web.Request) -> web.Response:
     hs = hs_of(request)
     body = await read_json(request)
+    if body.get("type") == "m.login.application_service":
+        token = access_token_from(request)
+        if not token:
+            raise MatrixError(401, "M_MISSING_TOKEN", "An application service registers users with its as_token")
+        service = hs.appservices.by_token(token)
+        if service is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown application service token")
+        return json_response(await hs.registration.register_for_appservice(service, body))
     result = await hs.registration.register(
         kind=request.query.get("kind", "user"), body=body, method=request.method,
         uri=request.path, ip=client_ip(request),

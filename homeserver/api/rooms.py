@@ -91,7 +91,9 @@ async def send(request: web.Request) -> web.Response:
     hs = hs_of(request)
     requester = await hs.requester(request)
     body = await read_json(request)
-    hs.ratelimiter.check("message", requester.user_id, hs.config.rc_message)
+    service = hs.appservices.by_id(requester.app_service) if requester.app_service else None
+    if service is None or service.rate_limited:  # a registration may exempt its bridge (rate_limited: false)
+        hs.ratelimiter.check("message", requester.user_id, hs.config.rc_message)
     event_id = await hs.rooms.send_event(
         requester.user_id, requester.device_id, _room_id(request), request.match_info["event_type"], body,
         request.match_info["txn_id"],
@@ -209,6 +211,8 @@ async def get_alias(request: web.Request) -> web.Response:
     if alias.split(":", 1)[1] != hs.config.server_name and hs.federation is not None:
         return json_response(await hs.federation.remote_alias(alias))
     found = await hs.storage.aliases.get(alias)
+    if found is None and await hs.appservices.query_alias(alias):  # an appservice may create it on demand
+        found = await hs.storage.aliases.get(alias)
     if found is None:
         raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias} not found")
     return json_response({"room_id": found[0], "servers": [hs.config.server_name]})
@@ -226,6 +230,9 @@ async def put_alias(request: web.Request) -> web.Response:
         raise MatrixError(400, "M_INVALID_PARAM", "Room alias must be on this server")
     if await hs.storage.events.get_room(room_id or "") is None:
         raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+    owner = hs.appservices.exclusive_owner_of_alias(alias)
+    if owner is not None and requester.app_service != owner.id:
+        raise MatrixError(400, "M_EXCLUSIVE", "This alias is reserved for an application service")
     if not await hs.storage.aliases.create(alias, room_id or "", requester.user_id, hs.clock.time_ms()):
         raise MatrixError(409, "M_UNKNOWN", "Room alias already exists")
     return json_response({})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from homeserver.clock import Clock
 from homeserver.config import Config
@@ -22,6 +22,8 @@ class AccountService:
         self.clock = clock
         self.hasher = hasher
         self.sessions = sessions
+        # Set when application services are registered: does one claim this user ID exclusively?
+        self.exclusive_user: Callable[[str], object] | None = None
 
     @property
     def server_name(self) -> str:
@@ -44,6 +46,8 @@ class AccountService:
     async def check_available(self, localpart: object) -> str:
         name = self.validate_localpart(localpart)
         user_id = f"@{name}:{self.server_name}"
+        if self.exclusive_user is not None and self.exclusive_user(user_id):
+            raise MatrixError(400, "M_EXCLUSIVE", "This user ID is reserved for an application service")
         if await self.storage.users.find_case_insensitive(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
         return user_id
@@ -58,7 +62,7 @@ class AccountService:
 
     async def create_user(
         self, conn: Connection, localpart: str, password_hash: str | None, *, admin: bool = False,
-        displayname: str | None = None, user_type: str | None = None,
+        displayname: str | None = None, user_type: str | None = None, appservice_id: str | None = None,
     ) -> str:
         """Create the account inside the caller's transaction; M_USER_IN_USE if the name is taken."""
         self.validate_localpart(localpart)
@@ -66,7 +70,8 @@ class AccountService:
         if await self.storage.users.find_case_insensitive(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
         created = await self.storage.users.create(
-            conn, user_id, password_hash, admin=admin, creation_ts=self.clock.time_ms(), user_type=user_type
+            conn, user_id, password_hash, admin=admin, creation_ts=self.clock.time_ms(), user_type=user_type,
+            appservice_id=appservice_id,
         )
         if not created:
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")

@@ -28,6 +28,8 @@ class ProfileService:
         self.creator = creator
         # Set by the composition root when federation is on.
         self.remote_lookup: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+        # Asks the application service owning a user ID to create it (the spec's user query).
+        self.appservice_query: Callable[[str], Awaitable[bool]] | None = None
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self.server_name) and user_id.startswith("@")
@@ -38,6 +40,8 @@ class ProfileService:
                 raise MatrixError(404, "M_NOT_FOUND", "Profile was not found")
             return await self.remote_lookup(user_id)
         user = await self.storage.users.get(user_id)
+        if user is None and self.appservice_query is not None and await self.appservice_query(user_id):
+            user = await self.storage.users.get(user_id)
         if user is None:
             raise MatrixError(404, "M_NOT_FOUND", "Profile was not found")
         return await self.storage.users.get_profile(user_id)

@@ -97,6 +97,29 @@ class RegistrationService:
             return {"user_id": user_id, "home_server": self.config.server_name}
         return login.to_json(self.config.server_name)
 
+    async def register_for_appservice(self, service: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """m.login.application_service: a user in the appservice's namespace, without a password."""
+        username = body.get("username")
+        if not isinstance(username, str) or not username:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: username")
+        localpart = self.accounts.validate_localpart(username.lower())
+        user_id = f"@{localpart}:{self.config.server_name}"
+        if not service.owns_user(user_id):
+            raise MatrixError(400, "M_EXCLUSIVE", "This user ID is not in the application service's namespace")
+        inhibit_login = body.get("inhibit_login", False)
+        if not isinstance(inhibit_login, bool):
+            raise MatrixError(400, "M_INVALID_PARAM", "inhibit_login must be a boolean")
+        async with self.storage.db.transaction() as conn:
+            await self.accounts.create_user(conn, localpart, None, appservice_id=service.id)
+            login = None
+            if not inhibit_login:
+                device_id, display_name, refreshable = session_options(body)
+                login = await self.accounts.sessions.create_session(
+                    conn, user_id, device_id=device_id, display_name=display_name, refreshable=refreshable)
+        if login is None:
+            return {"user_id": user_id, "home_server": self.config.server_name}
+        return login.to_json(self.config.server_name)
+
     async def _remember_password(self, session_id: str, password: str) -> None:
         session = await self.storage.uia.get(session_id)
         if session is not None:

@@ -22,6 +22,7 @@ class Requester:
     token_hash: str
     is_admin: bool
     puppeted_by: str | None = None
+    app_service: str | None = None  # the appservice acting through its as_token
 
 
 @dataclass(frozen=True)

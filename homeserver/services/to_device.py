@@ -27,6 +27,8 @@ class ToDeviceService:
         self.server_name = server_name
         # Messages for users on other servers go here once federation is wired in (step 5).
         self.remote_sender: Any = None
+        # Told of every message stored for a local device (application services doing E2EE, MSC2409).
+        self.on_delivered: Any = None
 
     async def send(self, sender: str, sender_device: str | None, event_type: str, txn_id: str, body: Mapping[str, Any]) -> None:
         messages = body.get("messages")
@@ -57,6 +59,7 @@ class ToDeviceService:
             return  # a retried transaction: already queued
         if rows:
             self.notifier.notify(users={r[0] for r in rows})
+            await self._tell(rows)
         if remote:
             if self.remote_sender is not None:
                 await self.remote_sender(sender, event_type, remote)
@@ -75,6 +78,15 @@ class ToDeviceService:
         if rows:
             await self.storage.to_device.add(sender, None, None, self.clock.time_ms(), rows[:MAX_MESSAGES_PER_REQUEST])
             self.notifier.notify(users={r[0] for r in rows})
+            await self._tell(rows[:MAX_MESSAGES_PER_REQUEST])
+
+    async def _tell(self, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        if self.on_delivered is None:
+            return
+        try:
+            await self.on_delivered(rows)
+        except Exception:  # the messages are stored; an observer's failure must not fail the send
+            logger.exception("to-device observer failed")
 
     async def _targets(self, user_id: str, per_device: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Expand ``*`` to every device of the user; a message for a named device wins over ``*``."""

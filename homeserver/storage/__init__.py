@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from homeserver.storage.database import Connection, Database, connect
+from homeserver.storage.appservices import AppServiceStore
 from homeserver.storage.dehydrated_devices import DehydratedDeviceStore
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2e_keys import E2eKeyStore
@@ -14,6 +15,7 @@ from homeserver.storage.media import MediaStore
 from homeserver.storage.migrations import migrate
 from homeserver.storage.openid import OpenIdStore
 from homeserver.storage.push_rules import PushActionStore, PushRuleStore
+from homeserver.storage.pushers import PusherStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.relations import RelationStore
 from homeserver.storage.remote_invites import RemoteInviteStore
@@ -50,7 +52,9 @@ class Storage:
         self.openid = OpenIdStore(db)
         self.remote_invites = RemoteInviteStore(db)
         self.federation_outbox = FederationOutboxStore(db)
+        self.pushers = PusherStore(db)
         self.media = MediaStore(db)
+        self.appservices = AppServiceStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":

@@ -96,6 +96,8 @@ class DeviceStore:
             await keys.delete_device_data(conn, user_id, device_id)
             await conn.execute("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
             await conn.execute("DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+            # A logged-out device's pushers stop too (as Synapse does for the access token that set them).
+            await conn.execute("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", user_id, device_id)
             await conn.execute("DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
         if existing:
             # Other users' clients must learn the device is gone (and stop encrypting for it).

@@ -74,6 +74,10 @@ class UserStore:
         )
         return inserted > 0
 
+    async def appservice_users(self, as_id: str) -> list[str]:
+        rows = await self.db.fetch("SELECT user_id FROM users WHERE appservice_id = $1 ORDER BY user_id", as_id)
+        return [r[0] for r in rows]
+
     async def get(self, user_id: str, conn: Connection | None = None) -> UserRecord | None:
         row = await (conn or self.db).fetchrow(f"SELECT {_COLUMNS} FROM users WHERE user_id = $1", user_id)
         return _user(row) if row else None

@@ -1,0 +1,1 @@
+"""Application services (bridges and bots): registrations, and what the server owes them."""
