@@ -1,0 +1,1 @@
+"""Tests for the e-Office connector contract and its reference sandbox service."""
