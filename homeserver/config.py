@@ -148,6 +148,7 @@ class Presence:
 
 @dataclass
 class Push:
+    gateway_allowlist: list[str] = _f([], "Push gateways this server may send notifications to, by host name (a port may follow, e.g. push.mofa.gov.example:8443), or '*.gov.example' for every host under a domain. Clients choose the gateway URL when they set a pusher, so this is what keeps notifications in-country: empty (the default) refuses every http pusher; list the ministry's own Sygnal.")
     include_content: bool = _f(True, "Send the event's content (the message text) to push gateways (Synapse's push.include_content). False keeps message text off the gateway and the phone vendors' services behind it; type, sender and room name still go. Pushers set with data.format event_id_only get only event and room IDs, counts and priority.")
 
 

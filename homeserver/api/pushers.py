@@ -10,7 +10,7 @@ from aiohttp import web
 from homeserver.api.context import hs_of
 from homeserver.api.http import Routes, json_response, read_json
 from homeserver.errors import MatrixError
-from homeserver.services.pushers import NOTIFY_PATH, PusherSettings
+from homeserver.services.pushers import NOTIFY_PATH, PusherSettings, gateway_allowed
 
 MAX_APP_ID_CHARS = 64
 MAX_PUSHKEY_BYTES = 512
@@ -97,7 +97,11 @@ async def set_pusher(request: web.Request) -> web.Response:
         app_id, pushkey = _ids(body)
         await hs.pushers.delete(requester.user_id, app_id, pushkey)
         return json_response({})
-    await hs.pushers.set(requester.user_id, requester.device_id, parse_settings(body))
+    settings = parse_settings(body)
+    if not gateway_allowed(settings.data["url"], hs.pushers.gateway_allowlist):
+        raise MatrixError(403, "M_FORBIDDEN", "This server only sends push notifications to the push gateways its "
+                                              "administrator allowed; ask them to add this one")
+    await hs.pushers.set(requester.user_id, requester.device_id, settings)
     return json_response({})
 
 

@@ -96,12 +96,47 @@ def priority_for(event_type: str, tweaks: dict[str, Any]) -> str:
     return "low"
 
 
+def gateway_allowed(url: str, allowlist: list[str]) -> bool:
+    """Whether ``url``'s host (and port, where an entry names one) is on the operator's allowlist.
+
+    Clients pick the gateway, so without this any user could have the server post message metadata
+    to any host it can reach, outside the country or inside the ministry's own network."""
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower().rstrip("."), parts.port
+    except ValueError:
+        return False
+    if not host:
+        return False
+    for entry in allowlist:
+        pattern = entry.strip().lower()
+        port_text = ""
+        if pattern.startswith("["):  # an IPv6 literal: [addr] or [addr]:port
+            pattern, _, rest = pattern[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else rest
+        elif pattern.count(":") == 1:  # host:port
+            pattern, _, port_text = pattern.partition(":")
+        if port_text and not port_text.isdigit():
+            continue
+        want_port = int(port_text) if port_text else None
+        pattern = pattern.rstrip(".")
+        if want_port is not None and port != want_port:
+            continue
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and host != pattern[2:]:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
 class PusherService:
     def __init__(self, storage: Storage, push: PushEvaluator, clock: Clock, config: Config) -> None:
         self.storage = storage
         self.push = push
         self.clock = clock
         self.include_content = config.push.include_content
+        self.gateway_allowlist = list(config.push.gateway_allowlist)
         self._workers: dict[PusherKey, asyncio.Task[None]] = {}
         self._again: set[PusherKey] = set()
         self._intake: list[str] = []
@@ -280,6 +315,9 @@ class PusherService:
         if not isinstance(url, str):
             return _Outcome.SKIPPED
         host = urlsplit(url).netloc
+        if not gateway_allowed(url, self.gateway_allowlist):  # the allowlist changed since the pusher was set
+            logger.warning("push gateway %s is not on push.gateway_allowlist; not sending %s", host, event_id)
+            return _Outcome.SKIPPED
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
         try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, AsyncIterator
 
 import jsonschema
 import pytest
 import yaml
 
+from homeserver.services.pushers import gateway_allowed
 from tests.push.gateway import PushGateway, eventually
 from tests.rooms.helpers import C, create_room, join, send_text
 from tests.support.servers import RunningServer
@@ -230,7 +232,7 @@ async def test_event_id_only_format(server: RunningServer, gateway: PushGateway)
 
 
 async def test_include_content_off(make_server: Any, gateway: PushGateway) -> None:
-    server = await make_server(push={"include_content": False})
+    server = await make_server(push={"include_content": False, "gateway_allowlist": ["127.0.0.1"]})
     (_, ta), (bob, tb), _, room = await group_room(server)
     await set_pusher(server, ta, pusher_body(gateway.url))
     eid = await send_text(server, tb, room, "not for the phone vendors")
@@ -266,3 +268,46 @@ async def test_rejected_pushkey_removes_the_pusher(server: RunningServer, gatewa
 
     await eventually(removed, "the rejected pusher removed")
     await gateway.wait_for_event(eid, pushkey="good-token")
+
+
+# --- the gateway allowlist (data residency) ------------------------------------------------------
+
+
+def test_gateway_allowlist_matching() -> None:
+    allow = ["push.mofa.gov.example", "*.moe.gov.example", "sygnal.local:8443", "[::1]:5000", "10.0.0.7"]
+    ok = ["https://push.mofa.gov.example/_matrix/push/v1/notify", "https://PUSH.mofa.gov.example./_matrix/push/v1/notify",
+          "https://a.b.moe.gov.example/_matrix/push/v1/notify", "https://sygnal.local:8443/_matrix/push/v1/notify",
+          "http://[::1]:5000/_matrix/push/v1/notify", "http://10.0.0.7:9000/_matrix/push/v1/notify"]
+    refused = ["https://matrix.org/_matrix/push/v1/notify", "https://moe.gov.example/_matrix/push/v1/notify",
+               "https://push.mofa.gov.example.evil.example/_matrix/push/v1/notify", "https://evilmoe.gov.example/_matrix/push/v1/notify",
+               "https://sygnal.local/_matrix/push/v1/notify", "https://sygnal.local:8444/_matrix/push/v1/notify",
+               "http://[::1]:5001/_matrix/push/v1/notify", "http://127.0.0.1/_matrix/push/v1/notify", "not a url"]
+    for url in ok:
+        assert gateway_allowed(url, allow), url
+    for url in refused:
+        assert not gateway_allowed(url, allow), url
+    assert not gateway_allowed("https://push.mofa.gov.example/_matrix/push/v1/notify", [])
+
+
+async def test_default_config_refuses_every_gateway(make_server: Any, gateway: PushGateway) -> None:
+    server = await make_server()
+    (_, ta), (_, tb), _, room = await group_room(server)
+    r = await server.http.post(f"{C}/pushers/set", pusher_body(gateway.url), token=ta)
+    assert r.status == 403 and r.body["errcode"] == "M_FORBIDDEN", r.body
+    assert await get_pushers(server, ta) == []
+    await send_text(server, tb, room, "nobody is told")
+    await asyncio.sleep(0.5)
+    assert gateway.attempts == []
+
+
+async def test_gateway_dropped_from_allowlist_gets_nothing(make_server: Any, gateway: PushGateway) -> None:
+    """A pusher set while its gateway was allowed gets nothing once the operator removes the gateway."""
+    server = await make_server(push={"gateway_allowlist": ["127.0.0.1"]})
+    (_, ta), (_, tb), _, room = await group_room(server)
+    await set_pusher(server, ta, pusher_body(gateway.url))
+    first = await send_text(server, tb, room, "before")
+    await gateway.wait_for_event(first)
+    server.hs.pushers.gateway_allowlist = ["push.mofa.gov.example"]
+    await send_text(server, tb, room, "after")
+    await asyncio.sleep(1.0)
+    assert [a.notification.get("event_id") for a in gateway.attempts] == [first]
