@@ -150,6 +150,7 @@ class HomeServer:
         directory = DirectoryService(storage, config.server_name)
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
         e2e_keys = E2eKeyService(storage, notifier, config.server_name)
+        sessions.on_devices_gone = e2e_keys.wake_for_device_change
         creator.in_transaction.append(push.record)
         try:
             registrations = load_registrations([config.resolve_path(p) for p in config.app_service_config_files], config.server_name)
@@ -275,6 +276,7 @@ def _observe_for_appservices(hs: HomeServer, appservices: "AppServices") -> None
     hs.presence.on_change = presence_changed
     hs.user_data.on_receipt = receipt_sent
     hs.to_device.on_delivered = appservices.on_to_device
+    hs.e2e_keys.device_change_listeners.append(appservices.on_device_list_change)
 
 
 def mount_routes(app: web.Application) -> None:

@@ -129,9 +129,40 @@ class AppServices:
         targets = await self.interested(new.room_id, new.pdu)
         if targets:
             body = client_form(new.pdu, new.event_id, new.room_id, self.clock.time_ms())
-            await self.storage.appservices.enqueue([(a.id, "event", body) for a in targets])
+            rows: list[tuple[str, str, dict[str, Any]]] = [(a.id, "event", body) for a in targets]
+            if new.pdu.get("type") == "m.room.member" and isinstance(new.pdu.get("state_key"), str):
+                for a in targets:
+                    if a.e2ee:
+                        rows += [(a.id, "device_list", d) for d in await self._membership_device_lists(a, new.room_id, new.pdu)]
+            await self.storage.appservices.enqueue(rows)
             for a in targets:
                 self._kick(a)
+
+    async def _membership_device_lists(self, a: AppService, room_id: str, pdu: dict[str, Any]) -> list[dict[str, Any]]:
+        """MSC3202 device_lists entries a membership change means for an appservice, as /sync would
+        give its users: someone newly sharing a room is "changed" (their devices must be fetched),
+        someone who no longer shares any room with the appservice's users has "left"."""
+        target, membership = str(pdu["state_key"]), (pdu.get("content") or {}).get("membership")
+        if membership == "join":
+            if a.owns_user(target):  # one of ours joined: every member is now of interest
+                members = await self.storage.events.members(room_id, ("join",))
+                return [{"changed": m} for m in members if not a.owns_user(m)]
+            return [{"changed": target}]
+        if membership in ("leave", "ban") and not a.owns_user(target):
+            if not any(a.owns_user(u) for u in await self.storage.events.users_sharing_rooms(target)):
+                return [{"left": target}]
+        return []
+
+    async def on_device_list_change(self, user_id: str, rooms: list[str]) -> None:
+        """A user's devices changed: appservices doing E2EE whose users share a room with them (or who
+        own them) get it in their next transaction's device_lists (MSC3202)."""
+        rows = []
+        for a in self.all:
+            if a.e2ee and a.url and (a.owns_user(user_id) or await self.rooms_of_interest(a, rooms)):
+                rows.append((a.id, "device_list", {"changed": user_id}))
+        await self.storage.appservices.enqueue(rows)
+        for as_id, _, _ in rows:
+            self._kick(self._by_id[as_id])
 
     async def on_ephemeral(self, room_id: str | None, edu: dict[str, Any], users: Iterable[str] = ()) -> None:
         """Typing and receipts (room_id given) or presence (users given), for MSC2409 appservices."""
@@ -163,8 +194,15 @@ class AppServices:
         for as_id in {r[0] for r in out}:
             self._kick(self._by_id[as_id])
 
-    async def _e2ee_extras(self, a: AppService) -> dict[str, Any]:
-        """MSC3202: one-time-key counts and unused fallback key types of the appservice's devices."""
+    async def _e2ee_extras(self, a: AppService, device_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """MSC3202: device-list changes, one-time-key counts and unused fallback key types of the
+        appservice's devices. ``device_rows`` are the queued changes, oldest first: the last word on
+        a user wins."""
+        latest: dict[str, str] = {}
+        for row in device_rows:
+            for kind in ("changed", "left"):
+                if isinstance(row.get(kind), str):
+                    latest[row[kind]] = kind
         counts: dict[str, dict[str, Any]] = {}
         fallback: dict[str, dict[str, Any]] = {}
         for user_id in await self.storage.users.appservice_users(a.id) + [a.sender]:
@@ -174,7 +212,8 @@ class AppServices:
                 fallback.setdefault(user_id, {})[did] = await self.storage.e2e_keys.unused_fallback_key_types(user_id, did)
         return {"org.matrix.msc3202.device_one_time_keys_count": counts,
                 "org.matrix.msc3202.device_unused_fallback_key_types": fallback,
-                "org.matrix.msc3202.device_lists": {"changed": [], "left": []}}
+                "org.matrix.msc3202.device_lists": {"changed": sorted(u for u, k in latest.items() if k == "changed"),
+                                                    "left": sorted(u for u, k in latest.items() if k == "left")}}
 
     # --- delivery --------------------------------------------------------------------------------
 
@@ -241,7 +280,7 @@ class AppServices:
             body["de.sorunome.msc2409.to_device"] = to_device
             body["org.matrix.msc2409.to_device"] = to_device
         if a.e2ee:
-            body.update(await self._e2ee_extras(a))
+            body.update(await self._e2ee_extras(a, [b for _, kind, b in rows if kind == "device_list"]))
         return body
 
     async def _send(self, a: AppService, txn_id: int, body: dict[str, Any]) -> bool:

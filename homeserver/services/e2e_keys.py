@@ -62,6 +62,8 @@ class E2eKeyService:
         self.remote_query: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
         self.remote_claim: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
         self.on_device_change: Callable[[str], Awaitable[None]] | None = None
+        # Told of every device-list change, local or remote, with the user's joined rooms (appservices).
+        self.device_change_listeners: list[Callable[[str, list[str]], Awaitable[None]]] = []
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self.server_name)
@@ -269,6 +271,8 @@ class E2eKeyService:
         self.notifier.notify(rooms=list(rooms), users=[user_id])
         if self.on_device_change is not None and self.is_local(user_id):
             await self.on_device_change(user_id)
+        for listener in self.device_change_listeners:
+            await listener(user_id, list(rooms))
 
     async def device_list_changes(self, user_id: str, since: SyncToken, upto: SyncToken) -> tuple[list[str], list[str]]:
         """(changed, left) between two tokens: users whose devices changed and who share a room with

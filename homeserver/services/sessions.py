@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from homeserver.clock import Clock
 from homeserver.config import Config
@@ -56,6 +57,9 @@ class SessionService:
         self.clock = clock
         self._last_seen: dict[tuple[str, str], int] = {}
         self._chain_settled: set[str] = set()
+        # Set by the composition root: a logout removes devices, which other users' clients, other
+        # servers and E2EE appservices must hear of (or they keep encrypting for a device that is gone).
+        self.on_devices_gone: Callable[[str], Awaitable[None]] | None = None
 
     async def create_session(
         self, conn: Connection, user_id: str, *, device_id: str | None = None, display_name: str | None = None,
@@ -139,9 +143,13 @@ class SessionService:
         async with self.storage.db.transaction() as conn:
             await self.storage.devices.delete_devices(conn, requester.user_id, [requester.device_id])
         self._last_seen.pop((requester.user_id, requester.device_id), None)
+        if self.on_devices_gone is not None:
+            await self.on_devices_gone(requester.user_id)
 
     async def logout_all(self, user_id: str) -> None:
         async with self.storage.db.transaction() as conn:
             ids = await self.storage.devices.device_ids(conn, user_id)
             await self.storage.devices.delete_devices(conn, user_id, ids)
             await self.storage.devices.delete_access_tokens_for_user(conn, user_id)
+        if ids and self.on_devices_gone is not None:
+            await self.on_devices_gone(user_id)

@@ -232,6 +232,25 @@ async def test_transactions_in_order_retried_and_kept_across_a_restart(db_url: s
         await _until(to_device, "the to-device message")
         assert to_device()[0]["to_device_id"] == bot_device and to_device()[0]["content"] == {"hello": 1}
         assert bot in fake_as.transactions[-1][1]["org.matrix.msc3202.device_one_time_keys_count"]
+        # MSC3202 device lists: the bot joining made alice's devices of interest; a device of hers
+        # going, "changed" again; carol sharing the room then leaving it, "left".
+
+        def device_lists(kind: str, since: int = 0) -> list[str]:
+            return [u for _, b in fake_as.transactions[since:] for u in b.get("org.matrix.msc3202.device_lists", {}).get(kind, [])]
+
+        await _until(lambda: alice in device_lists("changed"), "alice in device_lists.changed")
+        mark = len(fake_as.transactions)
+        second = await server.http.login("alice", "password123")  # a second device of hers
+        assert second.status == 200
+        assert (await server.http.post(f"{C}/logout", {}, token=second.body["access_token"])).status == 200
+        await _until(lambda: alice in device_lists("changed", mark), "alice's device change")
+        carol, carol_token, _ = await server.login_user("carol")
+        assert (await server.http.post(f"{C}/join/{room}", {}, token=carol_token)).status == 200
+        await _until(lambda: carol in device_lists("changed", mark), "carol joining")
+        assert carol not in device_lists("left", mark)
+        assert (await server.http.post(f"{C}/rooms/{room}/leave", {}, token=carol_token)).status == 200
+        await _until(lambda: carol in device_lists("left", mark), "carol leaving")
+        assert alice not in device_lists("left")
         # The appservice goes away; events keep coming; the homeserver restarts.
         fake_as.refuse = 10**6
         queued = [(await server.http.put(f"{C}/rooms/{room}/send/m.room.message/q{i}", {"msgtype": "m.text", "body": f"queued {i}"},
