@@ -249,6 +249,34 @@ async def test_bridge_end_to_end(world: World, tmp_path: Path) -> None:
                 return "Approved in e-Office." in alice.decrypted.values()
 
             await until(puppet_spoke, "the puppet's message")
+            # The bridge crashes; messages and a movement happen meanwhile; after its restart everything
+            # arrives, once, in order (its E2EE keys, outbox and feed cursor survived).
+            assert w.bridge.proc is not None
+            w.bridge.proc.kill()
+            w.bridge.proc.wait(10)
+            missed = [await alice.send(room, f"while the bridge was down {i}") for i in range(3)]
+            st, back = await w.eo(s, "POST", f"/files/{file['file_id']}/movements", {"from_employee": "E2", "to_employee": "E1",
+                                                                                    "remarks": "Returned with comments"})
+            assert st in (200, 201), back
+            await asyncio.sleep(1.0)
+            w.bridge.start()
+            await wait_port(w.bridge_port)
+
+            async def all_missed() -> list[dict[str, Any]]:
+                got = [n for n in await notes() if (n.get("external_ref") or {}).get("matrix_event_id") in missed]
+                return got if len(got) == 3 else []
+
+            got = await until(all_missed, "the notes sent while the bridge was down", timeout=90)
+            assert [n["text"] for n in sorted(got, key=lambda n: n["created_at"])] == [f"while the bridge was down {i}" for i in range(3)]
+
+            async def movement_notice() -> bool:
+                await alice.sync()
+                return any("Returned with comments" in t for t in notices)
+
+            await until(movement_notice, "the movement made while the bridge was down", timeout=60)
+            texts = [n["text"] for n in await notes()]
+            assert len(texts) == len(set(texts)) and texts.count("Approved in e-Office.") == 1  # nothing twice
+            assert list(alice.decrypted.values()).count("Approved in e-Office.") == 1  # nor posted twice in the room
         finally:
             await alice.close()
             await bob.close()
