@@ -52,6 +52,10 @@ $(COTURN_STAMP):
 	else echo "coturn not installed and no apt-get: the TURN tests against coturn will skip"; fi
 	@if command -v turnserver >/dev/null 2>&1; then touch $@; fi
 
+# Two pytest workers (pytest-xdist): every test brings up its own servers, databases and ports, so they
+# run side by side; the 100,000-event sync test starts first so nothing waits on it at the end.
+PYTEST_ARGS ?= -n 2 --dist worksteal
+
 test: $(VENV)/.installed-test $(JS_DIR)/node_modules/.installed $(SYNAPSE_VENV)/.installed $(COTURN_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

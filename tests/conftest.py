@@ -41,3 +41,12 @@ async def make_server(db_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
 @pytest.fixture
 async def server(make_server: Callable[..., Awaitable[RunningServer]]) -> RunningServer:
     return await make_server()
+
+
+SLOW_FIRST = ("tests/rooms/test_sync_scale.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The few long tests first: with several workers they then run beside the rest instead of
+    starting last and keeping the run waiting on a single worker."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith(SLOW_FIRST) else 1)
