@@ -105,6 +105,7 @@ class PasswordHashing:
     time_cost: int = _f(3, "argon2id iterations.")
     memory_cost_kib: int = _f(65536, "argon2id memory per hash in KiB.")
     parallelism: int = _f(2, "argon2id lanes.")
+    max_concurrent: int = _f(0, "Hashes computed at once (each holds memory_cost_kib); more wait their turn. 0: the number of CPUs.")
 
 
 @dataclass
@@ -414,6 +415,8 @@ def _check_semantics(cfg: Config) -> None:
             raise ConfigError(f"{name}: rates must not be negative")
     if cfg.password_hashing.memory_cost_kib < 8 * cfg.password_hashing.parallelism:
         raise ConfigError("password_hashing.memory_cost_kib: must be at least 8 × parallelism")
+    if cfg.password_hashing.max_concurrent < 0:
+        raise ConfigError("password_hashing.max_concurrent: must not be negative")
     for i, uri in enumerate(cfg.turn_uris):
         if not re.match(r"^turns?:", uri):
             raise ConfigError(f"turn_uris[{i}]: must start with turn: or turns:")

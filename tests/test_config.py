@@ -35,6 +35,7 @@ def test_minimal_config_defaults() -> None:
     ({"server_name": "a.example", "log_level": "LOUD"}, "log_level"),
     ({"server_name": "a.example", "federation_domain_whitelist": "b.example"}, "federation_domain_whitelist"),
     ({"server_name": "a.example", "listeners": [{"tls": True}]}, "listeners[0].tls"),
+    ({"server_name": "a.example", "password_hashing": {"max_concurrent": -1}}, "password_hashing.max_concurrent"),
 ])
 def test_invalid_configs_name_the_key(data: dict, message: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -1,13 +1,17 @@
 """Password hashing (argon2id) and the password policy.
 
-Hashing runs in a worker thread: it is deliberately slow and memory-hard, and must not stall the event
-loop that serves every other request.
+Hashing runs in worker threads: it is deliberately slow and memory-hard, and must not stall the event
+loop that serves every other request. The threads are the hasher's own and few (one per CPU by default):
+each hash holds ``memory_cost_kib`` of memory, so a burst of logins sharing the loop's default pool
+(five or more threads) multiplied the server's peak memory without finishing any sooner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import string
+from concurrent.futures import ThreadPoolExecutor
 
 import argon2
 from argon2.low_level import Type
@@ -24,9 +28,11 @@ class PasswordHasher:
             time_cost=params.time_cost, memory_cost=params.memory_cost_kib, parallelism=params.parallelism,
             type=Type.ID,
         )
+        workers = params.max_concurrent or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
 
     async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(None, self._hasher.hash, password)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._hasher.hash, password)
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         if not stored_hash or len(password) > MAX_PASSWORD_LENGTH:
@@ -38,7 +44,7 @@ class PasswordHasher:
             except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
                 return False
 
-        return await asyncio.get_running_loop().run_in_executor(None, check)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, check)
 
 
 def check_password_policy(password: object, policy: PasswordPolicy) -> str:
