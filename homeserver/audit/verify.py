@@ -263,6 +263,10 @@ def verify_export(lines: Iterable[str], trusted_keys: Mapping[str, Mapping[str, 
     for eid in _order(events):
         pdu = events[eid]
         if eid not in valid:
+            # Already reported. Its state change is not taken, but the room's state flows through it
+            # unchanged: one forged event must not make every event after it look refused.
+            prev_states = [state_after[p] for p in pdu.get("prev_events") or [] if p in state_after]
+            state_after[eid] = _resolve(rv, prev_states, pdus_with_ids)
             continue
         cited = list(pdu.get("prev_events") or []) + list(pdu.get("auth_events") or [])
         missing = [c for c in cited if c not in events]

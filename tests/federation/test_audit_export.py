@@ -227,3 +227,26 @@ async def test_cli_export_with_a_period_and_the_human_report(make_server: Any, t
     notexport.write_text("{}\n")
     r = subprocess.run([sys.executable, "-m", "homeserver", "audit", "verify", str(notexport)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "not a qasid.audit.v1 export" in r.stderr
+
+
+async def test_one_forged_event_in_a_linear_log_is_the_only_failure(make_server: Any, tmp_path: Path) -> None:
+    """In a log with no forks every later event descends from the forged one: the room's state must still
+    flow through it, or each of them would be reported as refused by an empty state."""
+    server = await make_server()
+    _, token, _ = await server.login_user("alice", admin=True)
+    room = (await server.http.post(f"{C}/createRoom", {"preset": "private_chat"}, token=token)).body["room_id"]
+    sent = [(await server.http.put(f"{C}/rooms/{room}/send/m.room.message/{i}", {"msgtype": "m.text", "body": f"m{i}"},
+                                   token=token)).body["event_id"] for i in range(4)]
+    await server.http.put(f"{C}/rooms/{room}/state/m.room.topic/", {"topic": "after the forgery"}, token=token)
+    r = await server.http.session.get(f"{server.base_url}/_qasid/admin/v1/rooms/{room}/audit_export",
+                                      headers={"Authorization": f"Bearer {token}"})
+    items = [json.loads(line) for line in (await r.read()).decode().splitlines() if line.strip()]
+    by_id = {i["event_id"]: i for i in items if i["kind"] == "event"}
+    assert by_id[sent[2]]["pdu"]["prev_events"] == [sent[1]]  # linear: each message follows the one before
+    target = by_id[sent[1]]
+    target["pdu"] = {**target["pdu"], "content": {"msgtype": "m.text", "body": "never said"}}
+    code, rep = verify(_write(tmp_path / "forged.jsonl", items))
+    assert code == 1
+    assert [(f["event_id"], f["check"]) for f in rep["failures"]] == [(sent[1], "hash")]
+    final = {(s["type"], s["state_key"]): s["event_id"] for s in rep["final_state"]}
+    assert ("m.room.topic", "") in final

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.rooms.helpers import C, create_room, join, send_text, sync
 from tests.support.servers import RunningServer
 
@@ -26,6 +28,8 @@ async def test_edits_are_bundled(server: RunningServer) -> None:
     original = await send_text(server, ta, room, "I like cake")
     edit1 = await _send(server, ta, room, "m.room.message", {"body": "* I like pie", "msgtype": "m.text",
                         "m.new_content": {"body": "I like pie", "msgtype": "m.text"}, **rel("m.replace", original)}, "e1")
+    # The newest edit wins by origin_server_ts (event ID only breaks ties): keep the two milliseconds apart.
+    await asyncio.sleep(0.005)
     edit2 = await _send(server, ta, room, "m.room.message", {"body": "* I like chocolate cake", "msgtype": "m.text",
                         "m.new_content": {"body": "I like chocolate cake", "msgtype": "m.text"}, **rel("m.replace", original)}, "e2")
     # An "edit" by someone else is not a valid replacement.
