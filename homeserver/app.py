@@ -60,6 +60,7 @@ from homeserver.services.appservices import AppServices
 from homeserver.services.audit_export import AuditExporter
 from homeserver.services.media import MediaService
 from homeserver.services.url_preview import UrlPreviewService
+from homeserver.services.usage import UsageService
 from federation import api as federation_api
 from federation.edus import EduHandler
 from federation.runtime import FederationRuntime
@@ -126,6 +127,7 @@ class HomeServer:
     audit: "AuditExporter"
     appservices: "AppServices"
     url_previews: "UrlPreviewService"
+    usage: "UsageService"
     federation: "FederationRuntime | None" = None
 
     @classmethod
@@ -185,6 +187,8 @@ class HomeServer:
             appservices=appservices,
             media=MediaService(config, storage, clock), audit=AuditExporter(storage, config.server_name, lambda: None, clock),
             url_previews=UrlPreviewService(config.url_preview_allowed_hosts),
+            usage=UsageService(storage, clock, config.server_name, signing_key,
+                               lambda user_id: appservices.exclusive_owner_of_user(user_id) is not None),
             federation=FederationRuntime(config, storage, clock, signing_key, read_old_verify_keys(key_path), e2e_keys, creator),
         )
         if hs.federation is not None:
@@ -225,10 +229,14 @@ class HomeServer:
             device_id = request.query.get("device_id") or request.query.get("org.matrix.msc3202.device_id") or ""
             if device_id and (not service.e2ee or await self.storage.devices.get_device(user_id, device_id) is None):
                 raise MatrixError(400, "M_UNKNOWN_DEVICE", "No such device for this user (device masquerading needs MSC3202)")
-            return Requester(user_id, device_id, "as:" + service.id, False, app_service=service.id)
-        return await self.sessions.authenticate(
-            token, ip=client_ip(request), user_agent=request.headers.get("User-Agent")
-        )
+            requester = Requester(user_id, device_id, "as:" + service.id, False, app_service=service.id)
+        else:
+            requester = await self.sessions.authenticate(
+                token, ip=client_ip(request), user_agent=request.headers.get("User-Agent")
+            )
+        if requester.puppeted_by is None:  # an admin acting as a user for support is not the user's use
+            await self.usage.record_visit(requester.user_id)  # daily active users (no SQL after the first)
+        return requester
 
     async def reauthenticate(self, request: web.Request, requester: Requester, body: dict[str, Any]) -> UiaResult:
         """UIA for sensitive actions by a logged-in user: they must prove their password again."""

@@ -91,6 +91,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--trusted-keys", type=Path, metavar="FILE",
                    help='JSON {"server": {"ed25519:id": "base64 key"}} of keys known independently (e.g. the federation directory)')
+
+    usage = sub.add_parser("usage", help="the signed usage report for billing, and verify one offline").add_subparsers(
+        dest="usage_command", metavar="ACTION", parser_class=_Parser)
+    usage.required = True
+    p = with_config(usage.add_parser("report", help="compute the usage report of a period of UTC days"))
+    p.add_argument("--from", dest="from_day", metavar="YYYY-MM-DD", help="first day (default: the first of --to's month)")
+    p.add_argument("--to", dest="to_day", metavar="YYYY-MM-DD", help="last day (default: today, UTC)")
+    p.add_argument("--format", choices=("json", "csv"), default="json", help="json: the signed report; csv: its daily rows, unsigned")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of standard output")
+    p = usage.add_parser("verify", help="verify a usage report's signature offline (no server, no configuration)")
+    p.add_argument("report", type=Path, metavar="REPORT.json")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--server-keys", type=Path, metavar="FILE",
+                   help="the server's key document, saved from https://SERVER/_matrix/key/v2/server")
+    g.add_argument("--key", metavar="BASE64", help="the server's ed25519 public key, known independently (with --key-id)")
+    p.add_argument("--key-id", metavar="ed25519:ID", help="the ID of --key")
     return parser
 
 
@@ -116,6 +132,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _init(args)
     if args.command == "audit" and args.audit_command == "verify":
         return _audit_verify(args)
+    if args.command == "usage" and args.usage_command == "verify":
+        return _usage_verify(args)
     if args.command == "config-reference":
         from homeserver.config import config_reference_markdown
 
@@ -174,6 +192,47 @@ def _audit_verify(args: argparse.Namespace) -> int:
     else:
         human_report(report, sys.stdout)
     return 0 if report.ok else 1
+
+
+def _usage_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the report's signature verifies with the given key, 1 when it does not; 2 when an
+    input is unreadable or not what it should be."""
+    import datetime
+    import json
+
+    from homeserver.services.usage import (
+        NotVerified, ReportFormatError, check_report_shape, key_from_base64, keys_from_document, verify_report,
+    )
+
+    def read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise CliError(f"cannot read {path}: {e.strerror}") from None
+        except ValueError as e:
+            raise CliError(f"{path}: not JSON ({e})") from None
+
+    if args.key is not None and args.key_id is None:
+        raise CliError("--key needs --key-id (e.g. --key-id ed25519:a_AbCd)")
+    if args.key_id is not None and args.key is None:
+        raise CliError("--key-id goes with --key")
+    try:
+        report = check_report_shape(read_json(args.report))
+        if args.server_keys is not None:
+            keys = keys_from_document(read_json(args.server_keys), report["server_name"])
+        else:
+            keys = key_from_base64(args.key_id, args.key)
+        kid = verify_report(report, keys)
+    except ReportFormatError as e:
+        raise CliError(str(e)) from None
+    except NotVerified as e:
+        print(f"NOT VERIFIED: {args.report}: {e}")
+        return 1
+    period = report["period"]
+    generated = datetime.datetime.fromtimestamp(report["generated_ts"] / 1000, datetime.timezone.utc)
+    print(f"verified: usage report of {report['server_name']} for {period.get('from')} to {period.get('to')}, "
+          f"generated {generated.isoformat(timespec='seconds')}, signed with {kid}")
+    return 0
 
 
 def _rotate_key(config: Config) -> int:
@@ -300,6 +359,28 @@ def _ssl_context(config: Config) -> ssl.SSLContext:
     return ctx
 
 
+async def _usage_report(hs: Any, args: argparse.Namespace) -> None:
+    import json
+
+    from homeserver.services.usage import PeriodError, parse_period, report_csv, utc_day
+
+    try:
+        first, last = parse_period(args.from_day, args.to_day, utc_day(hs.clock.time_ms()))
+    except PeriodError as e:
+        raise CliError(f"--{e.param}: {e.why}") from None
+    report = await hs.usage.report(first, last)
+    text = report_csv(report) if args.format == "csv" else json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+    except OSError as e:
+        raise CliError(f"cannot write {args.output}: {e.strerror}") from None
+    print(f"wrote {args.output} ({first.isoformat()} to {last.isoformat()}, {args.format})")
+
+
 async def _offline_command(args: argparse.Namespace, config: Config) -> int:
     """User and token administration straight against the database (works while the server runs)."""
     from homeserver.app import HomeServer
@@ -342,6 +423,8 @@ async def _offline_command(args: argparse.Namespace, config: Config) -> int:
                     out.write(line)
                     count += 1
             print(f"wrote {args.output} ({count} lines)")
+        elif args.command == "usage":
+            await _usage_report(hs, args)
         elif args.command == "registration-token":
             if args.token_command == "create":
                 expiry = None

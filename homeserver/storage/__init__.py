@@ -24,6 +24,7 @@ from homeserver.storage.server_keys import ServerKeyStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.uia import UiaStore
+from homeserver.storage.usage import UsageStore
 from homeserver.storage.user_data import UserDataStore
 from homeserver.storage.users import UserStore
 
@@ -55,6 +56,7 @@ class Storage:
         self.pushers = PusherStore(db)
         self.media = MediaStore(db)
         self.appservices = AppServiceStore(db)
+        self.usage = UsageStore(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10) -> "Storage":
