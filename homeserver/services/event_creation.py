@@ -203,6 +203,10 @@ class EventCreator:
                         if key in by_txn:  # the same request twice in one batch: one event, as the spec asks
                             same_txn.append((req, by_txn[key]))
                             continue
+                        earlier = await self._txn_event(req)
+                        if earlier is not None:  # a retry that raced the first attempt past the API's check
+                            _settle(req.future, earlier)
+                            continue
                     try:
                         eid, signed = await self._build(room_id, rv, head, req, batch_pdus)
                     except MatrixError as e:
@@ -247,6 +251,9 @@ class EventCreator:
         before_persist: Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]] | None = None,
     ) -> NewEvent:
         """One event in its own transaction; the caller holds the room lock."""
+        earlier = await self._txn_event(req)
+        if earlier is not None:
+            return earlier
         head = await self._head(room_id)
         eid, signed = await self._build(room_id, rv, head, req, {})
         if before_persist is not None:
@@ -260,6 +267,17 @@ class EventCreator:
             self._heads.pop(room_id, None)
             raise
         return await self._after_commit(room_id, done)
+
+    async def _txn_event(self, req: _SendRequest) -> NewEvent | None:
+        """The event already stored for this request's transaction ID, if any. The API checks first, but
+        concurrent retries can all pass that check; under the room lock the answer is final."""
+        if req.txn_id is None or req.device_id is None:
+            return None
+        eid = await self.storage.events.get_txn_event(req.sender, req.device_id, req.txn_id)
+        if eid is None:
+            return None
+        ev = (await self.storage.events.get_events([eid])).get(eid)
+        return NewEvent(eid, ev.stream_ordering, ev.room_id, ev.pdu) if ev is not None else None
 
     async def _build(
         self, room_id: str, rv: RoomVersion, head: "_RoomHead", req: _SendRequest,
