@@ -138,9 +138,18 @@ def print_table(cmp: list[dict[str, Any]], servers: dict[str, dict[str, Any]]) -
     for r in cmp:
         ratio = "-" if r["ratio_qasid_over_synapse"] is None else f"{r['ratio_qasid_over_synapse']:.2f}"
         note = f"  ({r['note']})" if r.get("note") else ""
-        print(f"{r['label']:<40} {r['unit']:<9} {r['better']:<7} {_fmt(r['qasid'], 'qasid' in servers):>9} "
-              f"{_fmt(r['synapse'], 'synapse' in servers):>9} "
+        print(f"{r['label']:<40} {r['unit']:<9} {r['better']:<7} {_fmt(r['qasid'], _ran(servers, 'qasid', r['scenario'])):>9} "
+              f"{_fmt(r['synapse'], _ran(servers, 'synapse', r['scenario'])):>9} "
               f"{ratio:>6}  {r['verdict']}{note}")
+
+
+def _ran(servers: dict[str, dict[str, Any]], name: str, scenario: str) -> bool:
+    """Whether a missing figure is a failure (the scenario ran, or the server never started) rather
+    than a scenario left out with --scenarios."""
+    data = servers.get(name)
+    if data is None:
+        return False
+    return bool(data.get("start_error")) or scenario in data.get("results", {}) or scenario in data.get("errors", {})
 
 
 def print_errors(servers: dict[str, dict[str, Any]]) -> bool:

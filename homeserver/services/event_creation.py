@@ -44,6 +44,8 @@ MAX_PREV_EVENTS = 10
 MAX_DEPTH = 2**63 - 1
 # Events committed together at most: bounds how long one room's batch holds the database's writer.
 MAX_BATCH = 50
+# Create events a /createRoom tries before giving up on a free room ID (see create_room_event).
+MAX_CREATE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -116,33 +118,44 @@ class EventCreator:
     # --- room creation ------------------------------------------------------------------------
 
     async def create_room_event(self, creator: str, room_version: RoomVersion, content: dict[str, Any]) -> NewEvent:
-        """Create and persist a room's m.room.create event, and with it the room."""
-        event: dict[str, Any] = {
-            "type": "m.room.create", "state_key": "", "sender": creator, "content": content,
-            "prev_events": [], "auth_events": [], "depth": 1, "origin_server_ts": self.clock.time_ms(),
-        }
-        if room_version.room_id_from_create_event:
-            signed = self._sign(event, room_version)
-            room_id = compute_room_id(signed)
-        else:
-            room_id = "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) + ":" + self.server_name
-            event["room_id"] = room_id
-            signed = self._sign(event, room_version)
-        eid = compute_event_id(signed, room_version)
-        self._check_size(signed)
-        try:
-            check_auth(signed, {}, room_version)
-        except AuthError as e:
-            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid creation content: {e.message}") from None
-        async with self.room_lock(room_id):
+        """Create and persist a room's m.room.create event, and with it the room.
+
+        From room version 12 the room ID is the create event's hash, and the only thing telling two
+        create events of one user with the same settings apart is origin_server_ts, in milliseconds:
+        concurrent /createRoom calls can compute the same room ID. Under that room's lock the second
+        sees the room exists and tries again a millisecond later."""
+        ts = self.clock.time_ms()
+        for _ in range(MAX_CREATE_ATTEMPTS):
+            event: dict[str, Any] = {
+                "type": "m.room.create", "state_key": "", "sender": creator, "content": content,
+                "prev_events": [], "auth_events": [], "depth": 1, "origin_server_ts": ts,
+            }
+            if room_version.room_id_from_create_event:
+                signed = self._sign(event, room_version)
+                room_id = compute_room_id(signed)
+            else:
+                room_id = "!" + "".join(secrets.choice(string.ascii_letters) for _ in range(18)) + ":" + self.server_name
+                event["room_id"] = room_id
+                signed = self._sign(event, room_version)
+            eid = compute_event_id(signed, room_version)
+            self._check_size(signed)
             try:
-                async with self.storage.db.transaction() as conn:
-                    await self.storage.events.create_room(conn, room_id, room_version.identifier, creator, event["origin_server_ts"])
-                    done = await self._persist(conn, room_id, eid, signed, {}, None, None, None)
-            except BaseException:
-                self._heads.pop(room_id, None)
-                raise
-            return await self._after_commit(room_id, done)
+                check_auth(signed, {}, room_version)
+            except AuthError as e:
+                raise MatrixError(400, "M_INVALID_PARAM", f"Invalid creation content: {e.message}") from None
+            async with self.room_lock(room_id):
+                if await self.storage.events.get_room_version(room_id) is not None:
+                    ts += 1
+                    continue
+                try:
+                    async with self.storage.db.transaction() as conn:
+                        await self.storage.events.create_room(conn, room_id, room_version.identifier, creator, ts)
+                        done = await self._persist(conn, room_id, eid, signed, {}, None, None, None)
+                except BaseException:
+                    self._heads.pop(room_id, None)
+                    raise
+                return await self._after_commit(room_id, done)
+        raise MatrixError(503, "M_UNKNOWN", "Too many rooms created at once; try again")
 
     # --- ordinary events ----------------------------------------------------------------------
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
+
+from homeserver.clock import FakeClock
 
 from tests.rooms.helpers import C, create_room, invite, join, send_text
 from tests.support.servers import RunningServer
@@ -293,3 +298,20 @@ async def test_profile_change_updates_member_events_in_joined_rooms(server: Runn
     assert (await server.http.put(f"{C}/profile/{alice}/displayname", {"displayname": "Alice B."}, token=ta)).status == 200
     r = await server.http.get(f"{C}/rooms/{r1}/state/m.room.member/{alice}", token=ta)
     assert r.body["displayname"] == "Alice B."
+
+
+async def test_same_room_created_in_the_same_millisecond_gets_distinct_ids(make_server: Any) -> None:
+    """v12 room IDs are the create event's hash: with the clock standing still, identical /createRoom
+    calls would all hash to one room ID. Each must still get a room of its own."""
+    server = await make_server(clock=FakeClock())
+    _, token, _ = await server.login_user("alice")
+    body = {"preset": "private_chat", "room_version": "12"}
+    replies = await asyncio.gather(*(server.http.post(f"{C}/createRoom", body, token=token) for _ in range(5)))
+    assert [r.status for r in replies] == [200] * 5, [r.body for r in replies]
+    rooms = {r.body["room_id"] for r in replies}
+    assert len(rooms) == 5
+    r = await server.http.get(f"{C}/joined_rooms", token=token)
+    assert set(r.body["joined_rooms"]) == rooms
+    # Sequential calls at the same millisecond too.
+    again = await server.http.post(f"{C}/createRoom", body, token=token)
+    assert again.status == 200 and again.body["room_id"] not in rooms
