@@ -188,7 +188,12 @@ class EventCreator:
                 async with self.room_lock(room_id):
                     batch = queue[:MAX_BATCH]
                     del queue[:MAX_BATCH]
-                    await self._send_batch(room_id, rv, batch)
+                    try:
+                        await self._send_batch(room_id, rv, batch)
+                    except Exception as e:  # after the commit (listeners guard themselves): never leave a caller waiting
+                        logger.exception("finishing a batch of events in %s failed", room_id)
+                        for req in batch:
+                            _settle(req.future, error=e)
                 await asyncio.sleep(0)  # requests that arrived meanwhile join the next batch
         finally:
             del self._drainers[room_id]
