@@ -61,6 +61,7 @@ from homeserver.services.audit_export import AuditExporter
 from homeserver.services.media import MediaService
 from homeserver.services.url_preview import UrlPreviewService
 from homeserver.services.usage import UsageService
+from homeserver.services.sliding_sync import SlidingSyncService
 from federation import api as federation_api
 from federation.edus import EduHandler
 from federation.runtime import FederationRuntime
@@ -105,6 +106,7 @@ class HomeServer:
     rooms: RoomService
     filters: FilterService
     sync: SyncService
+    sliding_sync: "SlidingSyncService"
     streams: "StreamPositions"
     e2e_keys: "E2eKeyService"
     to_device: "ToDeviceService"
@@ -163,6 +165,7 @@ class HomeServer:
         accounts.exclusive_user = appservices.exclusive_owner_of_user
         pushers = PusherService(storage, push, clock, config)
         creator.listeners.append(pushers.on_event)  # returns at once: delivery runs in its own tasks
+        sync = SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence, e2e_keys)
         hs = cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
             sessions=sessions, accounts=accounts, uia=uia, registration_tokens=reg_tokens,
@@ -172,7 +175,8 @@ class HomeServer:
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
             rooms=RoomService(storage, creator, membership, formatter, visibility),
             filters=FilterService(storage),
-            sync=SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence, e2e_keys),
+            sync=sync,
+            sliding_sync=SlidingSyncService(sync),
             presence=presence,
             typing=typing, user_data=UserDataService(storage, clock, notifier),
             pushers=pushers, voip=VoipService(config, clock),

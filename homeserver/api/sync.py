@@ -10,6 +10,8 @@ from homeserver.errors import MatrixError
 from homeserver.services.sync import SyncRequest
 from homeserver.services.tokens_stream import SyncToken
 
+SLIDING_SYNC_PREFIX = "/_matrix/client/unstable/org.matrix.simplified_msc3575"
+
 
 async def get_sync(request: web.Request) -> web.Response:
     hs = hs_of(request)
@@ -29,6 +31,21 @@ async def get_sync(request: web.Request) -> web.Response:
         filter=await hs.filters.resolve(requester.user_id, request.query.get("filter")),
     )
     return json_response(await hs.sync.sync(req))
+
+
+async def post_sliding_sync(request: web.Request) -> web.Response:
+    """Simplified sliding sync (MSC4186) at the unstable path Synapse and Element X use."""
+    hs = hs_of(request)
+    requester = await hs.requester(request)
+    body = await read_json(request)
+    pos = request.query.get("pos") or None
+    timeout_ms = query_int(request, "timeout", 0) or 0
+    set_presence = request.query.get("set_presence", "online")
+    if set_presence not in ("online", "offline", "unavailable"):
+        raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
+    if set_presence != "offline":
+        hs.presence.set(requester.user_id, set_presence, keep_status=True)
+    return json_response(await hs.sliding_sync.handle(requester.user_id, requester.device_id, body, pos, timeout_ms))
 
 
 def _own_user(request: web.Request, user_id: str) -> None:
@@ -53,5 +70,6 @@ async def get_filter(request: web.Request) -> web.Response:
 
 def setup(routes: Routes) -> None:
     routes.client("GET", "/sync", get_sync)
+    routes.add("POST", f"{SLIDING_SYNC_PREFIX}/sync", post_sliding_sync)
     routes.client("POST", "/user/{user_id}/filter", post_filter)
     routes.client("GET", "/user/{user_id}/filter/{filter_id}", get_filter)
