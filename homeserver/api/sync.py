@@ -40,11 +40,7 @@ async def post_sliding_sync(request: web.Request) -> web.Response:
     body = await read_json(request)
     pos = request.query.get("pos") or None
     timeout_ms = query_int(request, "timeout", 0) or 0
-    set_presence = request.query.get("set_presence", "online")
-    if set_presence not in ("online", "offline", "unavailable"):
-        raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
-    if set_presence != "offline":
-        hs.presence.set(requester.user_id, set_presence, keep_status=True)
+    # Unlike /sync it leaves presence alone (so does Synapse): Element X sets presence itself.
     return json_response(await hs.sliding_sync.handle(requester.user_id, requester.device_id, body, pos, timeout_ms))
 
 

@@ -204,7 +204,7 @@ def _extensions(raw: Any) -> Extensions:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise _bad("extensions.to_device.limit", "must be a positive integer")
     return Extensions(
-        to_device=enabled("to_device"), to_device_since=since, to_device_limit=min(limit, 1000), e2ee=enabled("e2ee"),
+        to_device=enabled("to_device"), to_device_since=since, to_device_limit=min(limit, TO_DEVICE_LIMIT), e2ee=enabled("e2ee"),
         account_data=enabled("account_data"), receipts=enabled("receipts"), typing=enabled("typing"),
     )
 
@@ -216,6 +216,7 @@ class _Position:
     token: SyncToken
     sent: dict[str, RoomConfig]        # rooms the client holds, with the settings they were sent with
     counts: dict[str, int]             # each list's length, so a change of length alone is news
+    memberships: dict[str, str]        # the user's membership in each room when it was last sent
 
 
 @dataclass
@@ -228,7 +229,8 @@ class _Room:
     """A candidate room: the user's membership and where the room sorts."""
     room_id: str
     membership: str                    # join, invite, knock, leave, ban
-    bump: int
+    order: int                         # the newest event the user may see, of any type: the list order
+    bump: int                          # the newest "activity" event: the bump stamp clients sort by
     upto: int                          # the last position the user may see (their leave, for left rooms)
     stripped: list[dict[str, Any]] | None = None   # invite/knock state, for rooms another server holds
 
@@ -300,12 +302,16 @@ class SlidingSyncService:
         counts: dict[str, int] = {}
         for name, lst in req.lists.items():
             matching = [r for r in candidates.values() if await self._passes(lst.filters, r, direct)]
-            matching.sort(key=lambda r: (r.bump, r.room_id), reverse=True)
+            matching.sort(key=lambda r: (r.order, r.room_id), reverse=True)
             counts[name] = len(matching)
-            lists_out[name] = {"count": len(matching)}
+            ops = []
             for start, end in lst.ranges:
-                for r in matching[start:end + 1]:
+                window = matching[start:end + 1]
+                # MSC3575's SYNC op: Synapse still sends it, and SDKs built for the first sliding sync read it.
+                ops.append({"op": "SYNC", "range": [start, end], "room_ids": [r.room_id for r in window]})
+                for r in window:
                     wanted[r.room_id] = lst.config.merge(wanted.get(r.room_id))
+            lists_out[name] = {"count": len(matching), "ops": ops}
         for room_id, config in req.subscriptions.items():
             room = candidates.get(room_id) or await self._subscribable(user_id, room_id, upto)
             if room is not None:
@@ -317,17 +323,22 @@ class SlidingSyncService:
             changed = await self.storage.events.rooms_changed_since(visible, since.events, upto.events)
         rooms_out: dict[str, Any] = {}
         sent: dict[str, RoomConfig] = {}
+        memberships: dict[str, str] = {}
         for room_id, config in wanted.items():
-            before = prev.sent.get(room_id) if prev is not None else None
-            sent[room_id] = config.merge(before) if before is not None else config
             room = candidates[room_id]
+            before = prev.sent.get(room_id) if prev is not None else None
+            if before is not None and prev is not None and prev.memberships.get(room_id) in ("invite", "knock") \
+                    and room.membership not in ("invite", "knock"):
+                before = None  # an invite the client held is now a room it is in: send it whole
+            sent[room_id] = config.merge(before) if before is not None else config
+            memberships[room_id] = room.membership
             data = await self._room(user_id, device_id, room, config, before, since if before is not None else None,
                                     room_id in changed, room_id in direct)
             if data is not None:
                 rooms_out[room_id] = data
         extensions = await self._extensions(user_id, device_id, req.extensions, since, upto, wanted, rooms_out, prev)
         result: dict[str, Any] = {"lists": lists_out, "rooms": rooms_out, "extensions": extensions}
-        return result, _Position(upto, sent, counts)
+        return result, _Position(upto, sent, counts, memberships)
 
     # --- which rooms ---
 
@@ -349,18 +360,26 @@ class SlidingSyncService:
             if membership in ("invite", "knock"):
                 if membership == "invite" and member_ev.sender in ignored:
                     continue
-                out[room_id] = _Room(room_id, membership, member_ev.stream_ordering, member_ev.stream_ordering)
+                position = member_ev.stream_ordering
+                out[room_id] = _Room(room_id, membership, position, position, position)
                 continue
-            limit = upto.events if membership == "join" else member_ev.stream_ordering
-            bump = await self.storage.events.last_position_of_types(room_id, BUMP_TYPES, limit)
-            out[room_id] = _Room(room_id, membership, bump if bump is not None else member_ev.stream_ordering, limit)
+            out[room_id] = await self._visible_room(room_id, membership, member_ev, upto)
         for inv in await self.storage.remote_invites.for_user(user_id):
             if inv.room_id in out or inv.room_id in memberships or inv.event.get("sender") in ignored:
                 continue
             stripped = {k: inv.event[k] for k in ("type", "state_key", "sender", "content") if k in inv.event}
             out[inv.room_id] = _Room(inv.room_id, inv.membership if inv.membership == "knock" else "invite",
-                                     inv.stream_ordering, inv.stream_ordering, [*inv.invite_state, stripped])
+                                     inv.stream_ordering, inv.stream_ordering, inv.stream_ordering, [*inv.invite_state, stripped])
         return out
+
+    async def _visible_room(self, room_id: str, membership: str, member_ev: StoredEvent, upto: SyncToken) -> _Room:
+        limit = upto.events if membership == "join" else member_ev.stream_ordering
+        last = await self.storage.events.last_position(room_id, limit)
+        bump = await self.storage.events.last_position(room_id, limit, BUMP_TYPES)
+        fallback = member_ev.stream_ordering
+        # A stamp from history fetched from other servers is negative: the membership stands in, as Synapse does.
+        bump = bump if bump is not None and bump > 0 else max(fallback, 0)
+        return _Room(room_id, membership, last if last is not None else fallback, bump, limit)
 
     async def _subscribable(self, user_id: str, room_id: str, upto: SyncToken) -> _Room | None:
         """A subscription to a room outside every list: only one the user is or was in (and has not forgotten)."""
@@ -368,10 +387,12 @@ class SlidingSyncService:
         if member_ev is None or room_id in await self.storage.aliases.forgotten(user_id):
             return None
         membership = member_ev.pdu.get("content", {}).get("membership")
-        if membership not in ("join", "invite", "knock", "leave", "ban"):
+        if membership in ("invite", "knock"):
+            position = member_ev.stream_ordering
+            return _Room(room_id, membership, position, position, position)
+        if membership not in ("join", "leave", "ban"):
             return None
-        limit = upto.events if membership == "join" else member_ev.stream_ordering
-        return _Room(room_id, membership, member_ev.stream_ordering, limit)
+        return await self._visible_room(room_id, membership, member_ev, upto)
 
     async def _direct_rooms(self, user_id: str) -> set[str]:
         direct = await self.storage.user_data.get_account_data(user_id, "", "m.direct") or {}
@@ -433,8 +454,8 @@ class SlidingSyncService:
             if not initial:
                 return None
             stripped = room.stripped if room.stripped is not None else await self._invite_state(room, user_id)
-            out: dict[str, Any] = {"initial": True, "bump_stamp": room.bump,
-                                   ("knock_state" if room.membership == "knock" else "invite_state"): stripped}
+            # Knocks too come as invite_state, as Synapse sends them.
+            out: dict[str, Any] = {"initial": True, "bump_stamp": room.bump, "invite_state": stripped}
             out.update(_names_from_stripped(stripped))
             if is_dm:
                 out["is_dm"] = True
@@ -568,7 +589,10 @@ class SlidingSyncService:
             receipts: dict[str, Any] = {}
             recent = await self.storage.user_data.receipts_for_rooms(
                 [r for r in joined if r not in initial_rooms], since.receipts if since else 0, upto.receipts)
-            everything = await self.storage.user_data.receipts_for_rooms([r for r in joined if r in initial_rooms], 0, upto.receipts)
+            # A room sent whole gets the receipts for the events it was sent with, and the user's own.
+            shown = {e.get("event_id") for r in initial_rooms for e in rooms_out[r].get("timeline", [])}
+            everything = [rec for rec in await self.storage.user_data.receipts_for_rooms(
+                [r for r in joined if r in initial_rooms], 0, upto.receipts) if rec.event_id in shown or rec.user_id == user_id]
             by_room: dict[str, list[Any]] = {}
             for rec in [*recent, *everything]:
                 by_room.setdefault(rec.room_id, []).append(rec)
@@ -614,7 +638,8 @@ def _select(state: Mapping[StateKey, str], wanted: frozenset[tuple[str, str]], u
     user, ``$LAZY`` for the members who sent something in the timeline."""
     if not wanted:
         return set()
-    lazy = {e.sender for e in timeline} | {user_id}
+    # Lazy members: the senders in the timeline and the targets of its membership events.
+    lazy = {e.sender for e in timeline} | {e.state_key for e in timeline if e.type == "m.room.member" and e.state_key} | {user_id}
     out = set()
     for key in state:
         etype, skey = key

@@ -257,15 +257,15 @@ class EventStore:
         )
         self.invalidate(event_id)
 
-    async def last_position_of_types(self, room_id: str, types: tuple[str, ...], upto: int) -> int | None:
-        """Stream position of the room's newest timeline event of one of ``types`` at or before ``upto``
-        (sliding sync's bump stamp). Walks the room's stream index backwards: the newest few events
-        usually answer it."""
-        marks = placeholders(len(types), 3)
+    async def last_position(self, room_id: str, upto: int, types: tuple[str, ...] | None = None) -> int | None:
+        """Stream position of the room's newest timeline event (of one of ``types``, if given) at or before
+        ``upto``: sliding sync's list order and bump stamp. Walks the room's stream index backwards: the
+        newest few events usually answer it."""
+        type_clause = f" AND type IN ({placeholders(len(types), 3)})" if types else ""
         return await self.db.fetchval(
             "SELECT stream_ordering FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND outlier = 0"
-            f" AND rejected IS NULL AND type IN ({marks}) ORDER BY stream_ordering DESC LIMIT 1",
-            room_id, upto, *types,
+            f" AND rejected IS NULL{type_clause} ORDER BY stream_ordering DESC LIMIT 1",
+            room_id, upto, *(types or ()),
         )
 
     async def rooms_changed_since(self, room_ids: list[str], since: int, upto: int) -> set[str]:

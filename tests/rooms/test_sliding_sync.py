@@ -47,6 +47,7 @@ async def test_lists_windows_required_state_and_then_only_changes(server: Runnin
     body = {"lists": {"all": {**ALL, "ranges": [[0, 1]]}}}
     first = await ss(server, tb, body)
     assert first["lists"]["all"]["count"] == 4
+    assert first["lists"]["all"]["ops"] == [{"op": "SYNC", "range": [0, 1], "room_ids": [rooms[1], rooms[3]]}]
     assert list(first["rooms"]) == [rooms[1], rooms[3]] or set(first["rooms"]) == {rooms[1], rooms[3]}
     r1 = first["rooms"][rooms[1]]
     assert r1["initial"] is True and r1["name"] == "Room 1"
@@ -149,7 +150,9 @@ async def test_filters_invites_subscriptions_and_leaving(server: RunningServer) 
     await join(server, tb, invited)
     nxt = await ss(server, tb, body, pos=first["pos"])
     assert nxt["lists"]["invites"]["count"] == 0
-    assert "timeline" in nxt["rooms"][invited]
+    assert nxt["rooms"][invited]["initial"] is True  # held as an invite, now a room: sent whole
+    assert bob in {e["state_key"] for e in nxt["rooms"][invited]["required_state"] if e["type"] == "m.room.member"}
+    assert nxt["lists"]["invites"]["ops"] == [{"op": "SYNC", "range": [0, 49], "room_ids": []}]
     # Bob leaves the encrypted room: it is sent once more, marked as left.
     assert (await server.http.post(f"{C}/rooms/{encrypted}/leave", {}, token=tb)).status == 200
     after_leave = await ss(server, tb, body, pos=nxt["pos"])
