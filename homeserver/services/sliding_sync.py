@@ -68,6 +68,8 @@ class ListFilters:
     room_types: tuple[str | None, ...] | None = None
     not_room_types: tuple[str | None, ...] = ()
     spaces: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
+    not_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,16 @@ def parse_request(body: Any) -> SlidingRequest:
         spaces = filters_raw.get("spaces")
         if spaces is not None and (not isinstance(spaces, list) or not all(isinstance(s, str) for s in spaces)):
             raise _bad(f"{fw}.spaces", "must be a list of room IDs")
+        for key in ("tags", "not_tags"):
+            value = filters_raw.get(key)
+            if value is not None and (not isinstance(value, list) or not all(isinstance(t, str) for t in value)):
+                raise _bad(f"{fw}.{key}", "must be a list of tag names")
         filters = ListFilters(
             is_dm=_opt_bool(filters_raw, "is_dm", fw), is_encrypted=_opt_bool(filters_raw, "is_encrypted", fw),
             is_invite=_opt_bool(filters_raw, "is_invite", fw), room_types=_types(filters_raw, "room_types", fw),
             not_room_types=_types(filters_raw, "not_room_types", fw) or (), spaces=tuple(spaces) if spaces is not None else None,
+            tags=tuple(filters_raw["tags"]) if filters_raw.get("tags") is not None else None,
+            not_tags=tuple(filters_raw.get("not_tags") or ()),
         )
         lists[name] = ListRequest(tuple(ranges), _config(raw, where), filters)
     raw_subs = body.get("room_subscriptions") or {}
@@ -297,11 +305,14 @@ class SlidingSyncService:
             since = None  # a position from another history (cannot happen in one process; be safe)
         candidates = await self._candidates(user_id, since, upto)
         direct = await self._direct_rooms(user_id)
+        tags: dict[str, set[str]] = {}
+        if any(lst.filters.tags is not None or lst.filters.not_tags for lst in req.lists.values()):
+            tags = await self._room_tags(user_id, upto)
         lists_out: dict[str, Any] = {}
         wanted: dict[str, RoomConfig] = {}
         counts: dict[str, int] = {}
         for name, lst in req.lists.items():
-            matching = [r for r in candidates.values() if await self._passes(lst.filters, r, direct)]
+            matching = [r for r in candidates.values() if await self._passes(lst.filters, r, direct, tags)]
             matching.sort(key=lambda r: (r.order, r.room_id), reverse=True)
             counts[name] = len(matching)
             ops = []
@@ -398,8 +409,22 @@ class SlidingSyncService:
         direct = await self.storage.user_data.get_account_data(user_id, "", "m.direct") or {}
         return {r for rooms in direct.values() if isinstance(rooms, list) for r in rooms if isinstance(r, str)}
 
-    async def _passes(self, f: ListFilters, room: _Room, direct: set[str]) -> bool:
+    async def _room_tags(self, user_id: str, upto: SyncToken) -> dict[str, set[str]]:
+        data = await self.storage.user_data.account_data_since(user_id, 0, upto.account_data)
+        out = {}
+        for room_id, items in data.items():
+            tags = (items.get("m.tag") or {}).get("tags")
+            if room_id and isinstance(tags, dict):
+                out[room_id] = set(tags)
+        return out
+
+    async def _passes(self, f: ListFilters, room: _Room, direct: set[str], tags: Mapping[str, set[str]]) -> bool:
         if f.is_dm is not None and (room.room_id in direct) != f.is_dm:
+            return False
+        room_tags = tags.get(room.room_id, set())
+        if f.not_tags and room_tags & set(f.not_tags):  # not_tags wins over tags
+            return False
+        if f.tags is not None and not room_tags & set(f.tags):
             return False
         if f.is_invite is not None and (room.membership == "invite") != f.is_invite:
             return False

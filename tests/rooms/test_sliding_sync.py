@@ -215,3 +215,21 @@ async def test_extensions(server: RunningServer) -> None:
 async def test_versions_advertise_it(server: RunningServer) -> None:
     r = await server.http.get("/_matrix/client/versions")
     assert r.body["unstable_features"]["org.matrix.simplified_msc3575"] is True
+
+
+async def test_tag_filters(server: RunningServer) -> None:
+    alice, ta, _ = await server.login_user("alice")
+    rooms = [await create_room(server, ta, name=f"R{i}") for i in range(3)]
+    for room, tags in ((rooms[0], {"m.favourite": {}}), (rooms[1], {"m.favourite": {}, "m.lowpriority": {}})):
+        r = await server.http.put(f"{C}/user/{alice}/rooms/{room}/account_data/m.tag", {"tags": tags}, token=ta)
+        assert r.status == 200
+    body = {"lists": {
+        "fav": {"ranges": [[0, 9]], "filters": {"tags": ["m.favourite"]}},
+        "fav_not_low": {"ranges": [[0, 9]], "filters": {"tags": ["m.favourite"], "not_tags": ["m.lowpriority"]}},
+        "untagged_or_other": {"ranges": [[0, 9]], "filters": {"not_tags": ["m.favourite"]}},
+    }}
+    out = await ss(server, ta, body)
+    ids = {name: set(lst["ops"][0]["room_ids"]) for name, lst in out["lists"].items()}
+    assert ids == {"fav": {rooms[0], rooms[1]}, "fav_not_low": {rooms[0]}, "untagged_or_other": {rooms[2]}}
+    bad = await ss(server, ta, {"lists": {"x": {"filters": {"tags": "m.favourite"}}}}, status=400)
+    assert "lists.x.filters.tags" in bad["error"]
