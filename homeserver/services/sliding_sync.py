@@ -38,9 +38,9 @@ MAX_LISTS = 100
 MAX_RANGES = 100
 MAX_REQUIRED_STATE = 1000
 TO_DEVICE_LIMIT = 100
-# Positions remembered per connection (a client repeats at most its last request), and connections per device.
-POSITIONS_KEPT = 10
+# Connections per device, and in all (least recently used dropped first: its client starts again).
 CONNECTIONS_PER_DEVICE = 50
+MAX_CONNECTIONS = 20_000
 WILDCARD = "*"
 LAZY = "$LAZY"
 ME = "$ME"
@@ -259,8 +259,12 @@ class SlidingSyncService:
             return None
         conn = self._connections.get(key)
         found = conn.positions.get(pos) if conn is not None else None
-        if found is None:
+        if conn is None or found is None:
             raise MatrixError(400, "M_UNKNOWN_POS", "Unknown position: start the connection again")
+        # Coming back with ``pos`` acknowledges it: older positions are dead. ``pos`` itself and any newer
+        # one stay, so a request whose answer was lost can be repeated.
+        while next(iter(conn.positions)) != pos:
+            conn.positions.popitem(last=False)
         return found
 
     def _remember(self, key: tuple[str, str, str], position: _Position) -> str:
@@ -274,8 +278,11 @@ class SlidingSyncService:
                 del self._connections[old]
         self._connections.move_to_end(key)
         conn.positions[pos] = position
-        while len(conn.positions) > POSITIONS_KEPT:
-            conn.positions.popitem(last=False)
+        # Kept: the acknowledged position (the oldest) and the newest; those between were never acknowledged.
+        for stale in list(conn.positions)[1:-1]:
+            del conn.positions[stale]
+        while len(self._connections) > MAX_CONNECTIONS:
+            self._connections.popitem(last=False)
         return pos
 
     # --- the request ---

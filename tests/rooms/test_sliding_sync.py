@@ -72,9 +72,15 @@ async def test_lists_windows_required_state_and_then_only_changes(server: Runnin
     again = await ss(server, tb, body, pos=nxt["pos"])
     assert again["rooms"][rooms[0]]["initial"] is True
     assert bodies(again["rooms"][rooms[0]])[-1] == "wake up"
-    # Repeating a request (its answer lost) with the same pos gives the same answer.
+    # Repeating a request (its answer lost) with the same pos gives the same answer, twice.
     repeat = await ss(server, tb, body, pos=nxt["pos"])
     assert set(repeat["rooms"]) == set(again["rooms"])
+    repeat = await ss(server, tb, body, pos=nxt["pos"])
+    assert set(repeat["rooms"]) == set(again["rooms"])
+    # Going on from the newest acknowledges it: the older positions are gone.
+    await ss(server, tb, body, pos=repeat["pos"], timeout=0)
+    gone = await ss(server, tb, body, pos=nxt["pos"], status=400)
+    assert gone["errcode"] == "M_UNKNOWN_POS"
 
 
 async def test_long_poll_wakes_on_a_message(server: RunningServer) -> None:
@@ -233,3 +239,35 @@ async def test_tag_filters(server: RunningServer) -> None:
     assert ids == {"fav": {rooms[0], rooms[1]}, "fav_not_low": {rooms[0]}, "untagged_or_other": {rooms[2]}}
     bad = await ss(server, ta, {"lists": {"x": {"filters": {"tags": "m.favourite"}}}}, status=400)
     assert "lists.x.filters.tags" in bad["error"]
+
+
+async def test_element_x_style_encryption_connection(server: RunningServer) -> None:
+    """Element X runs a second connection with no lists, only to_device and e2ee, long-polling: it must
+    wake for a to-device message and keep its own positions apart from the room-list connection."""
+    alice, ta, _ = await server.login_user("alice")
+    bob, tb, dev_b = await server.login_user("bob")
+    room = await create_room(server, ta, preset="public_chat")
+    await join(server, tb, room)
+    rooms_conn = await ss(server, tb, {"conn_id": "room-list", "lists": {"all": ALL}})
+    enc_body = {"conn_id": "encryption", "extensions": {"to_device": {"enabled": True}, "e2ee": {"enabled": True}}}
+    enc = await ss(server, tb, enc_body)
+    assert enc["rooms"] == {} and "lists" in enc and enc["lists"] == {}
+    since = enc["extensions"]["to_device"]["next_batch"]
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+        r = await server.http.put(f"{C}/sendToDevice/m.room_key_request/k1", {"messages": {bob: {dev_b: {"x": 1}}}}, token=ta)
+        assert r.status == 200
+
+    task = asyncio.create_task(later())
+    t0 = time.monotonic()
+    body = {**enc_body, "extensions": {**enc_body["extensions"], "to_device": {"enabled": True, "since": since}}}
+    woken = await ss(server, tb, body, pos=enc["pos"], timeout=20000)
+    await task
+    assert time.monotonic() - t0 < 10
+    assert [m["content"] for m in woken["extensions"]["to_device"]["events"]] == [{"x": 1}]
+    # The room-list connection's position is still good, and a position of one connection is unknown to the other.
+    again = await ss(server, tb, {"conn_id": "room-list", "lists": {"all": ALL}}, pos=rooms_conn["pos"], timeout=0)
+    assert again["lists"]["all"]["count"] == 1
+    wrong = await ss(server, tb, {"conn_id": "room-list", "lists": {"all": ALL}}, pos=woken["pos"], status=400)
+    assert wrong["errcode"] == "M_UNKNOWN_POS"
