@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from homeserver.events.signing import server_of
-from homeserver.storage.sequences import current_id
+from homeserver.storage.e2e_keys import DeviceChange
 from homeserver.storage.user_data import Receipt
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ class EduHandler:
         self.hs = hs
         self.fed = fed
         self.server_name = fed.server_name
-        self._last_device_stream: dict[str, int] = {}
         self._seen_messages: set[tuple[str, str]] = set()
 
     def _local(self, user_id: str) -> bool:
@@ -80,19 +79,21 @@ class EduHandler:
                 await self.fed.sender.enqueue_edu({server}, "m.direct_to_device", {
                     "sender": sender, "type": event_type, "message_id": secrets.token_hex(12), "messages": msgs})
 
-    async def device_list_changed(self, user_id: str) -> None:
+    async def device_list_changed(self, user_id: str, devices: Sequence[DeviceChange] | None = None,
+                                  cross_signing: bool = False) -> None:
+        """Tell the servers sharing a room with ``user_id`` what changed (see
+        E2eKeyService.wake_for_device_change): one m.device_list_update per changed device, carrying its
+        keys or ``deleted``, chained by stream_id/prev_id from the database (so the chain survives our
+        restart); m.signing_key_update for cross-signing keys; the bare "" form only when we cannot
+        say which device changed."""
         rooms = await self.hs.storage.events.rooms_for_user(user_id, ("join",))
         servers: set[str] = set()
         for room_id in rooms:
             servers |= await self._remote_servers(room_id)
         if not servers:
-            return
-        stream_id = await current_id(self.hs.storage.db, "device_lists")
-        prev = self._last_device_stream.get(user_id)
-        self._last_device_stream[user_id] = stream_id
-        # No device ID names "every device may have changed": receivers resync through /user/devices.
-        await self.fed.sender.enqueue_edu(servers, "m.device_list_update", {
-            "user_id": user_id, "device_id": "", "stream_id": stream_id, "prev_id": [prev] if prev else [], "deleted": False})
+            return  # a server that later shares a room with the user fetches the whole list then
+        for edu_type, content in await self.hs.e2e_keys.outbound_device_edus(user_id, devices, cross_signing):
+            await self.fed.sender.enqueue_edu(servers, edu_type, content)
 
     # --- inbound -----------------------------------------------------------------------------
 
@@ -157,6 +158,17 @@ class EduHandler:
         elif kind in ("m.device_list_update", "m.signing_key_update"):
             user_id = content.get("user_id")
             if isinstance(user_id, str) and server_of(user_id) == origin:
+                # Keep our cache of the user's devices current (it checks the content itself)...
+                cache = self.hs.e2e_keys.remote_devices
+                if cache is not None:
+                    try:
+                        if kind == "m.device_list_update":
+                            await cache.device_list_update(origin, content)
+                        else:
+                            await cache.signing_key_update(origin, content)
+                    except Exception:  # noqa: BLE001 - local clients must still hear of the change
+                        logger.exception("caching %s for %s failed", kind, user_id)
+                # ...and have our users' clients query the keys again.
                 async with self.hs.storage.db.transaction() as conn:
                     await self.hs.storage.e2e_keys.mark_device_list_changed(conn, [user_id])
                 await self.hs.e2e_keys.wake_for_device_change(user_id)

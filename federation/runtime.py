@@ -12,9 +12,8 @@ from homeserver.config import Config
 from homeserver.errors import MatrixError
 from homeserver.signing_key import OldVerifyKey
 from homeserver.storage import Storage
-from homeserver.storage.sequences import current_id
 
-from federation.client import FederationClient, FederationError
+from federation.client import FederationClient, FederationError, path
 from federation.keyring import Keyring
 from federation.policy import FederationPolicy
 from federation.rooms import FederationRooms
@@ -147,6 +146,12 @@ class FederationRuntime:
         """Raises FederationError; the key service turns that into a per-server failure."""
         return await self.client.post_json(server, "/_matrix/federation/v1/user/keys/query", {"device_keys": device_keys})
 
+    async def remote_user_devices(self, user_id: str) -> Any:
+        """A remote user's whole device list (GET /user/devices), for the device-list cache. Raises
+        FederationError; the cache checks the body."""
+        server = user_id.split(":", 1)[1] if ":" in user_id else user_id
+        return await self.client.get_json(server, path("/_matrix/federation/v1/user/devices/{}", user_id))
+
     async def remote_keys_claim(self, server: str, one_time_keys: dict[str, dict[str, str]]) -> dict[str, Any]:
         return await self.client.post_json(server, "/_matrix/federation/v1/user/keys/claim", {"one_time_keys": one_time_keys})
 
@@ -180,24 +185,7 @@ class FederationRuntime:
     async def user_devices(self, user_id: str) -> dict[str, Any]:
         if not self._local(user_id):
             raise MatrixError(403, "M_FORBIDDEN", "That user is not on this server")
-        found = (await self.storage.e2e_keys.devices_with_keys([user_id])).get(user_id, {})
-        listed = await self.storage.devices.list_devices(user_id)
-        devices = []
-        for d in listed:
-            entry: dict[str, Any] = {"device_id": d.device_id}
-            if d.device_id in found:
-                entry["keys"] = found[d.device_id][0]
-            if d.display_name:
-                entry["device_display_name"] = d.display_name
-            devices.append(entry)
-        out: dict[str, Any] = {"user_id": user_id, "stream_id": await current_id(self.storage.db, "device_lists"),
-                               "devices": devices}
-        cross = await self.storage.e2e_keys.cross_signing_keys(user_id)
-        if "master" in cross:
-            out["master_key"] = cross["master"]
-        if "self_signing" in cross:
-            out["self_signing_key"] = cross["self_signing"]
-        return out
+        return await self.keys.federation_device_list(user_id)
 
     async def keys_query(self, body: Mapping[str, Any]) -> dict[str, Any]:
         wanted = body.get("device_keys")

@@ -24,6 +24,7 @@ from homeserver.services.dehydrated_devices import DehydratedDeviceService
 from homeserver.services.devices import DeviceService
 from homeserver.services.directory import DirectoryService
 from homeserver.services.e2e_keys import E2eKeyService
+from homeserver.services.remote_devices import RemoteDeviceLists
 from homeserver.services.passwords import PasswordHasher
 from homeserver.services.profile import ProfileService
 from homeserver.services.ratelimit import RateLimiter
@@ -62,6 +63,7 @@ from homeserver.services.media import MediaService
 from homeserver.services.url_preview import UrlPreviewService
 from homeserver.services.usage import UsageService
 from homeserver.services.sliding_sync import SlidingSyncService
+from homeserver.services.delayed_events import DelayedEventService
 from federation import api as federation_api
 from federation.edus import EduHandler
 from federation.runtime import FederationRuntime
@@ -130,6 +132,7 @@ class HomeServer:
     appservices: "AppServices"
     url_previews: "UrlPreviewService"
     usage: "UsageService"
+    delayed_events: "DelayedEventService"
     federation: "FederationRuntime | None" = None
 
     @classmethod
@@ -154,6 +157,9 @@ class HomeServer:
         directory = DirectoryService(storage, config.server_name)
         push = PushEvaluator(storage, push_rules, clock, config.server_name)
         e2e_keys = E2eKeyService(storage, notifier, config.server_name)
+        remote_devices = RemoteDeviceLists(storage, clock, config.server_name)
+        e2e_keys.remote_devices = remote_devices
+        creator.listeners.append(remote_devices.on_event)  # joins make remote device lists stale
         sessions.on_devices_gone = e2e_keys.wake_for_device_change
         creator.in_transaction.append(push.record)
         try:
@@ -165,6 +171,9 @@ class HomeServer:
         accounts.exclusive_user = appservices.exclusive_owner_of_user
         pushers = PusherService(storage, push, clock, config)
         creator.listeners.append(pushers.on_event)  # returns at once: delivery runs in its own tasks
+        rooms = RoomService(storage, creator, membership, formatter, visibility)
+        delayed_events = DelayedEventService(storage, clock, config, rooms)
+        creator.listeners.append(delayed_events.on_event)
         sync = SyncService(storage, clock, notifier, formatter, visibility, typing, push_rules, push, presence, e2e_keys)
         hs = cls(
             config=config, clock=clock, storage=storage, ratelimiter=ratelimiter, hasher=hasher,
@@ -173,10 +182,11 @@ class HomeServer:
             devices=DeviceService(storage, e2e_keys), profiles=ProfileService(storage, config.server_name, creator),
             notifier=notifier, event_creator=creator, membership=membership,
             room_creation=RoomCreationService(storage, creator, membership, config.default_room_version),
-            rooms=RoomService(storage, creator, membership, formatter, visibility),
+            rooms=rooms,
             filters=FilterService(storage),
             sync=sync,
             sliding_sync=SlidingSyncService(sync),
+            delayed_events=delayed_events,
             presence=presence,
             typing=typing, user_data=UserDataService(storage, clock, notifier),
             pushers=pushers, voip=VoipService(config, clock),
@@ -199,6 +209,7 @@ class HomeServer:
             hs.profiles.remote_lookup = hs.federation.remote_profile
             e2e_keys.remote_query = hs.federation.remote_keys_query
             e2e_keys.remote_claim = hs.federation.remote_keys_claim
+            remote_devices.fetch = hs.federation.remote_user_devices
             membership.remote_alias = hs.federation.remote_alias
             membership.remote_join = hs.federation.rooms.remote_join
             membership.remote_invite = hs.federation.rooms.send_invite
@@ -327,11 +338,13 @@ async def start_homeserver(config: Config, clock: Clock | None = None) -> tuple[
         await hs.pushers.resume()  # likewise for push notifications
         await hs.appservices.ensure_senders()
         await hs.appservices.resume()  # and for application services
+        hs.delayed_events.start()  # and delayed events that fell due while the server was down
 
     async def on_cleanup(_: web.Application) -> None:
         if "sweeper" in task:
             task["sweeper"].cancel()
         await hs.pushers.close()
+        await hs.delayed_events.close()
         await hs.appservices.close()
         if hs.federation is not None:
             await hs.federation.close()

@@ -175,6 +175,8 @@ class Config:
     refreshable_access_token_lifetime: Duration | None = _f(Duration(300_000), "Lifetime of access tokens issued with a refresh token.")
     refresh_token_lifetime: Duration | None = _f(None, "Lifetime of refresh tokens; null keeps them until used.")
     session_lifetime: Duration | None = _f(None, "Lifetime of non-refreshable access tokens; null keeps them until logout.")
+    max_event_delay_duration: Duration | None = _f(Duration(86_400_000), "Longest delay a client may ask for a delayed event (MSC4140; Element Call's call membership needs it); null turns delayed events off.")
+    max_delayed_events_per_user: int = _f(100, "Delayed events one user may have pending at once.")
     max_upload_size: Size = _f(Size(50 * 1024 * 1024), "Largest media upload accepted (also the largest remote file fetched).")
     media_store_path: str = _f("media_store", "Where media files are kept (relative to this file's folder), named by their SHA-256.")
     media_quota_per_user: Size | None = _f(Size(5 * 1024**3), "Total bytes one user may have uploaded; null for no limit.")
@@ -415,6 +417,10 @@ def _check_semantics(cfg: Config) -> None:
             raise ConfigError(f"{name}: rates must not be negative")
     if cfg.password_hashing.memory_cost_kib < 8 * cfg.password_hashing.parallelism:
         raise ConfigError("password_hashing.memory_cost_kib: must be at least 8 × parallelism")
+    if cfg.max_event_delay_duration is not None and cfg.max_event_delay_duration <= 0:
+        raise ConfigError("max_event_delay_duration: must be positive (or null to turn delayed events off)")
+    if cfg.max_delayed_events_per_user < 1:
+        raise ConfigError("max_delayed_events_per_user: must be at least 1")
     if cfg.password_hashing.max_concurrent < 0:
         raise ConfigError("password_hashing.max_concurrent: must not be negative")
     for i, uri in enumerate(cfg.turn_uris):

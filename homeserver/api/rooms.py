@@ -11,6 +11,7 @@ from aiohttp import web
 from homeserver.api.context import hs_of
 from homeserver.api.http import Routes, get_str, json_response, query_int, read_json
 from homeserver.errors import MatrixError
+from homeserver.services.delayed_events import DELAY_PARAM
 from homeserver.services.filters import EventFilter
 from homeserver.services.tokens_stream import parse_pagination_token, pagination_token
 from homeserver.types import split_user_id
@@ -94,6 +95,10 @@ async def send(request: web.Request) -> web.Response:
     service = hs.appservices.by_id(requester.app_service) if requester.app_service else None
     if service is None or service.rate_limited:  # a registration may exempt its bridge (rate_limited: false)
         hs.ratelimiter.check("message", requester.user_id, hs.config.rc_message)
+    delay = _delay(request)
+    if delay is not None:
+        return json_response({"delay_id": await hs.delayed_events.add(
+            requester.user_id, requester.device_id, _room_id(request), request.match_info["event_type"], body, None, delay)})
     event_id = await hs.rooms.send_event(
         requester.user_id, requester.device_id, _room_id(request), request.match_info["event_type"], body,
         request.match_info["txn_id"],
@@ -109,10 +114,26 @@ async def put_state(request: web.Request) -> web.Response:
     state_key = request.match_info.get("state_key", "")
     if event_type == "m.room.member":
         raise MatrixError(400, "M_BAD_JSON", "Use the membership endpoints to change membership")
+    delay = _delay(request)
+    if delay is not None:
+        hs.ratelimiter.check("message", requester.user_id, hs.config.rc_message)
+        return json_response({"delay_id": await hs.delayed_events.add(
+            requester.user_id, requester.device_id, _room_id(request), event_type, body, state_key, delay)})
     event_id = await hs.rooms.send_event(
         requester.user_id, requester.device_id, _room_id(request), event_type, body, None, state_key=state_key,
     )
     return json_response({"event_id": event_id})
+
+
+def _delay(request: web.Request) -> int | None:
+    """MSC4140's delay query parameter, in milliseconds, if the client asked to send the event later."""
+    raw = request.query.get(DELAY_PARAM)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{DELAY_PARAM}: must be an integer (milliseconds)") from None
 
 
 async def get_state_event(request: web.Request) -> web.Response:

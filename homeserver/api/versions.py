@@ -16,7 +16,9 @@ RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci"
 
 
 async def get_versions(request: web.Request) -> web.Response:
-    return json_response({"versions": SPEC_VERSIONS, "unstable_features": {"org.matrix.msc3814": True, "org.matrix.simplified_msc3575": True}})
+    features = {"org.matrix.msc3814": True, "org.matrix.simplified_msc3575": True,
+                "org.matrix.msc4140": hs_of(request).delayed_events.enabled}
+    return json_response({"versions": SPEC_VERSIONS, "unstable_features": features})
 
 
 async def well_known_client(request: web.Request) -> web.Response:

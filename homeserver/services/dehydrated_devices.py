@@ -60,9 +60,9 @@ class DehydratedDeviceService:
         if found is None:
             raise MatrixError(404, "M_NOT_FOUND", "No dehydrated device available")
         async with self.storage.db.transaction() as conn:
-            await self.storage.devices.delete_devices(conn, user_id, [found[0]])
+            gone = await self.storage.devices.delete_devices(conn, user_id, [found[0]])
             await self.storage.dehydrated_devices.clear(conn, user_id)
-        await self.keys.wake_for_device_change(user_id)
+        await self.keys.wake_for_device_change(user_id, gone)
         return {"device_id": found[0]}
 
     async def events(self, user_id: str, device_id: str, next_batch: Any) -> dict[str, Any]:

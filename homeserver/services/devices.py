@@ -51,6 +51,6 @@ class DeviceService:
     async def delete(self, user_id: str, device_ids: list[str]) -> None:
         """Delete devices and log them out; unknown IDs are ignored, as the spec allows for bulk deletes."""
         async with self.storage.db.transaction() as conn:
-            await self.storage.devices.delete_devices(conn, user_id, device_ids)
+            gone = await self.storage.devices.delete_devices(conn, user_id, device_ids)
         if self.keys is not None:
-            await self.keys.wake_for_device_change(user_id)
+            await self.keys.wake_for_device_change(user_id, gone)

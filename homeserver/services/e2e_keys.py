@@ -8,7 +8,7 @@ handed a key that its owner did not sign; it never sees a private key.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import orjson
 from nacl.signing import VerifyKey
@@ -19,6 +19,11 @@ from homeserver.events.signing import verify_json_signature
 from homeserver.services.notifier import Notifier
 from homeserver.services.tokens_stream import SyncToken
 from homeserver.storage import Storage
+from homeserver.storage.e2e_keys import DeviceChange
+from homeserver.storage.remote_devices import RemoteDeviceList
+
+if TYPE_CHECKING:
+    from homeserver.services.remote_devices import RemoteDeviceLists
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +66,10 @@ class E2eKeyService:
         # Set by the composition root when federation is on: (server, request part) -> response body.
         self.remote_query: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
         self.remote_claim: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
-        self.on_device_change: Callable[[str], Awaitable[None]] | None = None
+        # Told of each change of a local user's devices (federation sends the EDUs): see wake_for_device_change.
+        self.on_device_change: Callable[[str, Sequence[DeviceChange] | None, bool], Awaitable[None]] | None = None
+        # The cache of remote users' device lists (set by the composition root).
+        self.remote_devices: "RemoteDeviceLists | None" = None
         # Told of every device-list change, local or remote, with the user's joined rooms (appservices).
         self.device_change_listeners: list[Callable[[str, list[str]], Awaitable[None]]] = []
 
@@ -95,15 +103,16 @@ class E2eKeyService:
                 old = stored.get((alg, kid))
                 if old is not None and _json_equal(old, key) is False:
                     raise _bad(f"One time key {alg}:{kid} already exists with different content")
+        position = None
         async with self.storage.db.transaction() as conn:
             if device_keys and changed:
                 await self.storage.e2e_keys.set_device_keys(conn, user_id, device_id, device_keys)
-                await self.storage.e2e_keys.mark_device_list_changed(conn, [user_id])
+                position = await self.storage.e2e_keys.mark_device_list_changed(conn, [user_id])
             await self.storage.e2e_keys.add_one_time_keys(conn, user_id, device_id, otks)
             for alg, kid, key in fbks:
                 await self.storage.e2e_keys.set_fallback_key(conn, user_id, device_id, alg, kid, key)
-        if changed:
-            await self.wake_for_device_change(user_id)
+        if position is not None:
+            await self.wake_for_device_change(user_id, [DeviceChange(device_id, position)])
         return {"one_time_key_counts": await self.one_time_key_counts(user_id, device_id)}
 
     def _check_device_keys(self, user_id: str, device_id: str, keys: Mapping[str, Any]) -> None:
@@ -155,7 +164,14 @@ class E2eKeyService:
                 raise _bad(f"device_keys.{uid} must be a list of device IDs", "M_BAD_JSON")
         local = [u for u in wanted if self.is_local(u)]
         failures: dict[str, Any] = {}
-        remote_found = await self._query_remote({u: d for u, d in wanted.items() if not self.is_local(u)}, failures)
+        remote = {u: d for u, d in wanted.items() if not self.is_local(u)}
+        cached: dict[str, RemoteDeviceList] = {}
+        if self.remote_devices is not None and remote:
+            # Users sharing a room with ours come from the cache (fetched whole when stale); the rest
+            # are asked of their servers each time, as nothing would keep a cache of them current.
+            cached, untracked = await self.remote_devices.lookup(remote, failures)
+            remote = {u: remote[u] for u in untracked}
+        remote_found = await self._query_remote(remote, failures)
         found = await self.storage.e2e_keys.devices_with_keys(local)
         out_devices: dict[str, Any] = {}
         master_keys: dict[str, Any] = {}
@@ -181,6 +197,21 @@ class E2eKeyService:
                 self_signing[uid] = cross["self_signing"]
             if uid == requester and "user_signing" in cross:
                 user_signing[uid] = cross["user_signing"]
+        for uid, held in cached.items():
+            only = set(wanted[uid])
+            devices = {}
+            for did, (keys, display_name) in held.devices.items():
+                if only and did not in only:
+                    continue
+                if display_name:
+                    unsigned = keys.get("unsigned") if isinstance(keys.get("unsigned"), dict) else {}
+                    keys = {**keys, "unsigned": {**unsigned, "device_display_name": display_name}}
+                devices[did] = keys
+            out_devices[uid] = devices
+            if held.master_key is not None:
+                master_keys[uid] = held.master_key
+            if held.self_signing_key is not None:
+                self_signing[uid] = held.self_signing_key
         for uid, devices in remote_found.get("device_keys", {}).items():
             out_devices[uid] = devices
         master_keys.update(remote_found.get("master_keys", {}))
@@ -264,15 +295,93 @@ class E2eKeyService:
 
     # --- device lists ------------------------------------------------------------------------
 
-    async def wake_for_device_change(self, user_id: str) -> None:
+    async def wake_for_device_change(
+        self, user_id: str, devices: Sequence[DeviceChange] | None = None, cross_signing: bool = False,
+    ) -> None:
         """Wake the syncs of everyone who shares a room with ``user_id`` (and the user's own devices),
-        and tell other servers sharing a room with a local user that the device list changed."""
+        and tell other servers sharing a room with a local user what changed: ``devices`` lists the
+        devices whose keys changed or that were deleted (None: we cannot say which, so other servers
+        are asked to fetch the whole list), ``cross_signing`` that the master or self-signing key did."""
         rooms = await self.storage.events.rooms_for_user(user_id, ("join",))
         self.notifier.notify(rooms=list(rooms), users=[user_id])
         if self.on_device_change is not None and self.is_local(user_id):
-            await self.on_device_change(user_id)
+            await self.on_device_change(user_id, devices, cross_signing)
         for listener in self.device_change_listeners:
             await listener(user_id, list(rooms))
+
+    async def _served_keys(self, user_id: str) -> tuple[dict[str, tuple[dict[str, Any], str | None]], dict[str, dict[str, Any]]]:
+        """A local user's device keys (with the signatures the user made on them) and display names, and
+        public cross-signing keys (the master key with the user's own devices' signatures): what
+        other servers are given, whoever asks."""
+        found = (await self.storage.e2e_keys.devices_with_keys([user_id])).get(user_id, {})
+        signatures = await self.storage.e2e_keys.signatures_for(user_id)
+        devices = {did: (_merge_signatures(keys, signatures.get(did, []), allowed_signers={user_id}), name)
+                   for did, (keys, name) in found.items()}
+        cross = await self.storage.e2e_keys.cross_signing_keys(user_id)
+        public: dict[str, dict[str, Any]] = {}
+        if "master" in cross:
+            _, pub = _single_key(cross["master"], "master_key")
+            public["master"] = _merge_signatures(cross["master"], signatures.get(pub, []), allowed_signers={user_id})
+        if "self_signing" in cross:
+            public["self_signing"] = cross["self_signing"]
+        return devices, public
+
+    async def federation_device_list(self, user_id: str) -> dict[str, Any]:
+        """GET /_matrix/federation/v1/user/devices/{userId}: a local user's whole device list. Its
+        stream_id is the user's latest change announced by m.device_list_update, so the receiver can
+        apply the next EDU (whose prev_id names it) without fetching again."""
+        # The position first: the devices read after it are at least as new as it says.
+        stream_id = await self.storage.e2e_keys.last_federated_change(user_id) or 0
+        keyed, public = await self._served_keys(user_id)
+        devices = []
+        for d in await self.storage.devices.list_devices(user_id):
+            entry: dict[str, Any] = {"device_id": d.device_id}
+            if d.device_id in keyed:
+                entry["keys"] = keyed[d.device_id][0]
+            if d.display_name:
+                entry["device_display_name"] = d.display_name
+            devices.append(entry)
+        out: dict[str, Any] = {"user_id": user_id, "stream_id": stream_id, "devices": devices}
+        if "master" in public:
+            out["master_key"] = public["master"]
+        if "self_signing" in public:
+            out["self_signing_key"] = public["self_signing"]
+        return out
+
+    async def outbound_device_edus(
+        self, user_id: str, devices: Sequence[DeviceChange] | None, cross_signing: bool,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The EDUs that tell other servers of a change of a local user's devices (see
+        wake_for_device_change). Each m.device_list_update's stream_id is the change's position and its
+        prev_id the user's previous announced change, both read from the database, so the chain holds
+        across restarts and a receiver that missed nothing applies the update without a resync."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        keyed, public = await self._served_keys(user_id)
+        if cross_signing and public:
+            content: dict[str, Any] = {"user_id": user_id}
+            if "master" in public:
+                content["master_key"] = public["master"]
+            if "self_signing" in public:
+                content["self_signing_key"] = public["self_signing"]
+            out.append(("m.signing_key_update", content))
+        if devices is None:
+            # We cannot say which device changed: no device ID and no prev_id make every receiver (Qasid
+            # or Synapse) fetch the whole list instead of applying this.
+            position = await self.storage.e2e_keys.last_federated_change(user_id) or 0
+            out.append(("m.device_list_update", {
+                "user_id": user_id, "device_id": "", "stream_id": position, "prev_id": [], "deleted": False}))
+            return out
+        for change in sorted(devices, key=lambda c: c.stream_id):
+            prev = await self.storage.e2e_keys.last_federated_change(user_id, before=change.stream_id)
+            content = {"user_id": user_id, "device_id": change.device_id, "stream_id": change.stream_id,
+                       "prev_id": [prev] if prev is not None else [], "deleted": change.deleted}
+            if not change.deleted and change.device_id in keyed:
+                keys, display_name = keyed[change.device_id]
+                content["keys"] = keys
+                if display_name:
+                    content["device_display_name"] = display_name
+            out.append(("m.device_list_update", content))
+        return out
 
     async def device_list_changes(self, user_id: str, since: SyncToken, upto: SyncToken) -> tuple[list[str], list[str]]:
         """(changed, left) between two tokens: users whose devices changed and who share a room with
@@ -348,6 +457,10 @@ class E2eKeyService:
             vk = _verify_key(mpub)
             if vk is None or not verify_json_signature(new[ktype], user_id, mkid, vk):
                 raise _bad(f"{ktype}_key is not signed by the master key", "M_INVALID_SIGNATURE")
+        # Other servers get a new master or self-signing key as an m.signing_key_update. A replaced
+        # self-signing key takes its signatures on the devices with it, so they must refetch the devices.
+        public_changed = any(k in new and existing.get(k) != new[k] for k in ("master", "self_signing"))
+        ssk_replaced = "self_signing" in existing and "self_signing" in new and existing["self_signing"] != new["self_signing"]
         async with self.storage.db.transaction() as conn:
             for ktype, key in new.items():
                 old = existing.get(ktype)
@@ -355,8 +468,8 @@ class E2eKeyService:
                     old_kid, _ = _single_key(old, ktype)
                     await self.storage.e2e_keys.delete_signatures_by(conn, user_id, old_kid)
                 await self.storage.e2e_keys.set_cross_signing_key(conn, user_id, ktype, key)
-            await self.storage.e2e_keys.mark_device_list_changed(conn, [user_id])
-        await self.wake_for_device_change(user_id)
+            await self.storage.e2e_keys.mark_device_list_changed(conn, [user_id], federated=ssk_replaced)
+        await self.wake_for_device_change(user_id, None if ssk_replaced else [], cross_signing=public_changed)
 
     async def upload_signatures(self, user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         failures: dict[str, dict[str, Any]] = {}
@@ -373,11 +486,28 @@ class E2eKeyService:
                 except MatrixError as e:
                     failures.setdefault(target_user, {})[key_id] = {"errcode": e.errcode, "error": e.error}
         if rows:
+            own_master = own.get("master")
+            own_master_pub = _single_key(own_master, "master")[1] if own_master is not None else None
+            own_rows = [r for r in rows if r[0] == user_id]
+            devices_signed = sorted({r[1] for r in own_rows if r[1] != own_master_pub})
+            master_signed = any(r[1] == own_master_pub for r in own_rows)
+            others = {r[0] for r in rows} - {user_id}
+            changes: list[DeviceChange] = []
             async with self.storage.db.transaction() as conn:
                 await self.storage.e2e_keys.add_signatures(conn, rows)
-                await self.storage.e2e_keys.mark_device_list_changed(conn, {r[0] for r in rows} | {user_id})
-            for target in {r[0] for r in rows} | {user_id}:
-                await self.wake_for_device_change(target)
+                # Each of one's own devices newly signed is a change of its own (its keys as served now
+                # carry the signature: other servers get them in an m.device_list_update). A signature
+                # on one's master key goes out as m.signing_key_update; one on another user's master
+                # key is only ever shown to the signer, so other servers are not told.
+                for did in devices_signed:
+                    changes.append(DeviceChange(did, await self.storage.e2e_keys.mark_device_list_changed(conn, [user_id])))
+                if not devices_signed:
+                    await self.storage.e2e_keys.mark_device_list_changed(conn, [user_id], federated=False)
+                if others:
+                    await self.storage.e2e_keys.mark_device_list_changed(conn, others, federated=False)
+            await self.wake_for_device_change(user_id, changes, cross_signing=master_signed)
+            for target in sorted(others):
+                await self.wake_for_device_change(target, [])
         return {"failures": failures}
 
     async def _check_signature_upload(

@@ -10,6 +10,7 @@ from homeserver.config import Config
 from homeserver.errors import MatrixError
 from homeserver.services.tokens import new_access_token, new_device_id, new_refresh_token, token_hash
 from homeserver.storage import Connection, Storage
+from homeserver.storage.e2e_keys import DeviceChange
 
 # How stale a device's last-seen record may get before a request writes it again: one write per
 # device per minute instead of one per request.
@@ -59,7 +60,8 @@ class SessionService:
         self._chain_settled: set[str] = set()
         # Set by the composition root: a logout removes devices, which other users' clients, other
         # servers and E2EE appservices must hear of (or they keep encrypting for a device that is gone).
-        self.on_devices_gone: Callable[[str], Awaitable[None]] | None = None
+        # Called with the user and the deletions (which device, at which device-list position).
+        self.on_devices_gone: Callable[[str, list[DeviceChange]], Awaitable[None]] | None = None
 
     async def create_session(
         self, conn: Connection, user_id: str, *, device_id: str | None = None, display_name: str | None = None,
@@ -141,15 +143,15 @@ class SessionService:
     async def logout(self, requester: Requester) -> None:
         """Log out this session: per the spec the device goes too, with all its tokens."""
         async with self.storage.db.transaction() as conn:
-            await self.storage.devices.delete_devices(conn, requester.user_id, [requester.device_id])
+            gone = await self.storage.devices.delete_devices(conn, requester.user_id, [requester.device_id])
         self._last_seen.pop((requester.user_id, requester.device_id), None)
         if self.on_devices_gone is not None:
-            await self.on_devices_gone(requester.user_id)
+            await self.on_devices_gone(requester.user_id, gone)
 
     async def logout_all(self, user_id: str) -> None:
         async with self.storage.db.transaction() as conn:
             ids = await self.storage.devices.device_ids(conn, user_id)
-            await self.storage.devices.delete_devices(conn, user_id, ids)
+            gone = await self.storage.devices.delete_devices(conn, user_id, ids)
             await self.storage.devices.delete_access_tokens_for_user(conn, user_id)
         if ids and self.on_devices_gone is not None:
-            await self.on_devices_gone(user_id)
+            await self.on_devices_gone(user_id, gone)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from homeserver.storage.database import Connection, Database, connect
 from homeserver.storage.appservices import AppServiceStore
 from homeserver.storage.dehydrated_devices import DehydratedDeviceStore
+from homeserver.storage.delayed_events import DelayedEventStore
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.events import AliasStore, EventStore
@@ -18,6 +19,7 @@ from homeserver.storage.push_rules import PushActionStore, PushRuleStore
 from homeserver.storage.pushers import PusherStore
 from homeserver.storage.registration_tokens import RegistrationTokenStore
 from homeserver.storage.relations import RelationStore
+from homeserver.storage.remote_devices import RemoteDeviceStore
 from homeserver.storage.remote_invites import RemoteInviteStore
 from homeserver.storage.search import SearchStore
 from homeserver.storage.server_keys import ServerKeyStore
@@ -50,8 +52,10 @@ class Storage:
         self.key_backup = KeyBackupStore(db)
         self.server_keys = ServerKeyStore(db)
         self.dehydrated_devices = DehydratedDeviceStore(db)
+        self.delayed_events = DelayedEventStore(db)
         self.openid = OpenIdStore(db)
         self.remote_invites = RemoteInviteStore(db)
+        self.remote_devices = RemoteDeviceStore(db)
         self.federation_outbox = FederationOutboxStore(db)
         self.pushers = PusherStore(db)
         self.media = MediaStore(db)

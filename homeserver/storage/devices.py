@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.storage.e2e_keys import E2eKeyStore
+from homeserver.storage.e2e_keys import DeviceChange, E2eKeyStore
 from homeserver.storage.database import Connection, Database
 
 
@@ -88,10 +88,13 @@ class DeviceStore:
             user_id, device_id, ts, ip, user_agent,
         )
 
-    async def delete_devices(self, conn: Connection, user_id: str, device_ids: list[str]) -> None:
-        """Delete devices and every token bound to them, in the caller's transaction."""
+    async def delete_devices(self, conn: Connection, user_id: str, device_ids: list[str]) -> list[DeviceChange]:
+        """Delete devices and every token bound to them, in the caller's transaction. Returns the
+        deletions of devices that existed, each at its own device-list position, so other servers can
+        be told of each one (an m.device_list_update per position)."""
         keys = E2eKeyStore(self.db)
         existing = set(await self.device_ids(conn, user_id)) & set(device_ids)
+        gone: list[DeviceChange] = []
         for device_id in device_ids:
             await keys.delete_device_data(conn, user_id, device_id)
             await conn.execute("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
@@ -99,9 +102,10 @@ class DeviceStore:
             # A logged-out device's pushers stop too (as Synapse does for the access token that set them).
             await conn.execute("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", user_id, device_id)
             await conn.execute("DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
-        if existing:
-            # Other users' clients must learn the device is gone (and stop encrypting for it).
-            await keys.mark_device_list_changed(conn, [user_id])
+        # Other users' clients must learn the device is gone (and stop encrypting for it).
+        for device_id in sorted(existing):
+            gone.append(DeviceChange(device_id, await keys.mark_device_list_changed(conn, [user_id]), deleted=True))
+        return gone
 
     async def device_ids(self, conn: Connection, user_id: str) -> list[str]:
         return [r[0] for r in await conn.fetch("SELECT device_id FROM devices WHERE user_id = $1", user_id)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import orjson
@@ -12,6 +13,16 @@ from homeserver.storage.sequences import next_id
 
 def _dump(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+@dataclass(frozen=True)
+class DeviceChange:
+    """One device of a user changed at ``stream_id`` of the device-list stream: its keys (or their
+    signatures) changed, or it was deleted. Other servers are told exactly this (m.device_list_update)."""
+
+    device_id: str
+    stream_id: int
+    deleted: bool = False
 
 
 class E2eKeyStore:
@@ -177,13 +188,28 @@ class E2eKeyStore:
 
     # --- device-list stream ---------------------------------------------------------------------
 
-    async def mark_device_list_changed(self, conn: Connection, user_ids: Iterable[str]) -> int:
+    async def mark_device_list_changed(self, conn: Connection, user_ids: Iterable[str], *, federated: bool = True) -> int:
+        """A new position of the device-list stream for ``user_ids``. ``federated`` False: for our users,
+        a change other servers do not get as an m.device_list_update (see migration 017)."""
         users = sorted(set(user_ids))
         stream_id = await next_id(conn, "device_lists")
         await conn.executemany(
-            "INSERT INTO device_list_changes (stream_id, user_id) VALUES ($1, $2)", [(stream_id, u) for u in users]
+            "INSERT INTO device_list_changes (stream_id, user_id, federated) VALUES ($1, $2, $3)",
+            [(stream_id, u, int(federated)) for u in users],
         )
         return stream_id
+
+    async def last_federated_change(self, user_id: str, before: int | None = None) -> int | None:
+        """The user's latest change announced to other servers (before ``before`` if given): the
+        stream_id of GET /user/devices, and the prev_id of the next m.device_list_update."""
+        if before is None:
+            value = await self.db.fetchval(
+                "SELECT MAX(stream_id) FROM device_list_changes WHERE user_id = $1 AND federated = 1", user_id)
+        else:
+            value = await self.db.fetchval(
+                "SELECT MAX(stream_id) FROM device_list_changes WHERE user_id = $1 AND federated = 1"
+                " AND stream_id < $2", user_id, before)
+        return int(value) if value is not None else None
 
     async def users_changed_between(self, since: int, upto: int) -> set[str]:
         rows = await self.db.fetch(

@@ -237,6 +237,20 @@ async def test_encrypted_conversation_between_nio_clients_on_qasid_and_synapse(
             await asyncio.sleep(0.1)
         assert b.decrypted.get(first) == "encrypted from Qasid", (b.undecryptable, synapse.log_tail())
         assert reply is not None and a.decrypted.get(reply) == "encrypted from Synapse", a.undecryptable
+        # Qasid keeps bob's device list (fetched from Synapse's /user/devices, then kept current by its
+        # m.device_list_update EDUs) and answers from it what Synapse itself answers.
+        held = (await hs1.hs.storage.remote_devices.get([bob]))[bob]
+        assert b.client.device_id in held.devices
+        r = await hs1.http.post("/_matrix/client/v3/keys/query", {"device_keys": {bob: []}}, token=a.client.access_token)
+        assert r.status == 200 and r.body["failures"] == {}, r.body
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{synapse.client_url}/_matrix/client/v3/keys/query", json={"device_keys": {bob: []}},
+                              headers={"Authorization": f"Bearer {b.client.access_token}"}) as resp:
+                own = await resp.json()
+
+        def signed_part(devices: dict[str, Any]) -> dict[str, Any]:
+            return {d: {k: v for k, v in keys.items() if k != "unsigned"} for d, keys in devices.items()}
+        assert signed_part(r.body["device_keys"][bob]) == signed_part(own["device_keys"][bob]), (r.body, own)
     finally:
         await a.close()
         await b.close()
