@@ -10,7 +10,7 @@ from homeserver.clock import Clock
 from homeserver.events import get_room_version
 from homeserver.events.auth import user_power_level
 from homeserver.services.event_creation import NewEvent
-from homeserver.services.push_rules import EvalContext, PushRuleService, evaluate, notifies
+from homeserver.services.push_rules import USER_SPECIFIC_DEFAULTS, EvalContext, PushRuleService, evaluate, notifies
 from homeserver.storage import Storage
 from homeserver.storage.push_rules import PushAction
 
@@ -68,11 +68,25 @@ class PushEvaluator:
         now = self.clock.time_ms()
         thread_id: str | None = None
         memo: dict[Any, bool] = {}
+        # Most recipients never changed a rule, and of the default rules only two look at who the
+        # recipient is (an invite for them, a mention of them). For everyone else with default rules
+        # the outcome is the same: computed once per event ("shared"), not once per member.
+        mentioned = (pdu.get("content") or {}).get("m.mentions", {})
+        mentioned = mentioned.get("user_ids") if isinstance(mentioned, dict) else None
+        mentioned = set(m for m in mentioned if isinstance(m, str)) if isinstance(mentioned, list) else set()
+        may_share = pdu["type"] != "m.room.member"
+        shared: list[Any] | None = None
         for user in recipients:
-            member = member_events.get(members[user])
-            name = member.pdu["content"].get("displayname") if member is not None else None
-            user_ctx = dataclasses.replace(ctx, display_name=name if isinstance(name, str) and name else None)
-            actions = evaluate(await self.rules.shared_ruleset(user), event, user_ctx, memo)
+            ruleset = await self.rules.shared_ruleset(user)
+            if may_share and user not in mentioned and self.rules.has_default_rules(user):
+                if shared is None:
+                    shared = evaluate(ruleset, event, ctx, memo, skip=USER_SPECIFIC_DEFAULTS)
+                actions = shared
+            else:
+                member = member_events.get(members[user])
+                name = member.pdu["content"].get("displayname") if member is not None else None
+                user_ctx = dataclasses.replace(ctx, display_name=name if isinstance(name, str) and name else None)
+                actions = evaluate(ruleset, event, user_ctx, memo)
             notify, highlight = notifies(actions)
             if notify:
                 if thread_id is None:

@@ -80,6 +80,8 @@ class PushRuleService:
         self.notifier = notifier
         # Rulesets are read for every recipient of every event: keep them, drop one when it changes.
         self._cache: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        # Users (among the cached) who never changed a rule: their rules are the defaults.
+        self._default_users: set[str] = set()
 
     async def ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
         """The user's rules, theirs to change (a copy)."""
@@ -89,13 +91,21 @@ class PushRuleService:
         """The cached rules themselves, for evaluation on every event: callers must not modify them."""
         cached = self._cache.get(user_id)
         if cached is None:
-            cached = await self._load(user_id)
+            cached, untouched = await self._load(user_id)
             if len(self._cache) > 50_000:
                 self._cache.clear()
+                self._default_users.clear()
             self._cache[user_id] = cached
+            if untouched:
+                self._default_users.add(user_id)
         return cached
 
-    async def _load(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+    def has_default_rules(self, user_id: str) -> bool:
+        """Whether the user's cached rules are exactly the server defaults (ask after shared_ruleset)."""
+        return user_id in self._default_users
+
+    async def _load(self, user_id: str) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+        """The user's rules, and whether they are the untouched defaults."""
         defaults = default_rules(user_id)
         stored = await self.storage.push_rules.rules_for(user_id)
         settings = {(s.kind, s.rule_id): s for s in stored if s.rule is None}
@@ -116,7 +126,7 @@ class PushRuleService:
                 out[kind] = master + user_rules[kind] + rest
             else:
                 out[kind] = user_rules[kind] + merged_defaults
-        return out
+        return out, not stored
 
     async def find(self, user_id: str, kind: str, rule_id: str) -> dict[str, Any]:
         if kind not in KINDS:
@@ -177,6 +187,7 @@ class PushRuleService:
 
     async def _changed(self, user_id: str) -> None:
         self._cache.pop(user_id, None)
+        self._default_users.discard(user_id)
         # Clients learn of changes through m.push_rules account data in /sync.
         await self.storage.user_data.put_account_data(user_id, "", "m.push_rules", {"global": await self.ruleset(user_id)})
         self.notifier.notify(users=[user_id])
@@ -255,6 +266,8 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
 # are shared between all recipients of one event (see ``evaluate``'s ``memo``).
 # Server-default rules whose conditions name the recipient; every other default rule has the same
 # conditions for everyone, so its outcome for one event is computed once.
+# Of the server-default rules, the only ones whose outcome depends on who the recipient is.
+USER_SPECIFIC_DEFAULTS = frozenset({".m.rule.invite_for_me", ".m.rule.is_user_mention"})
 _RECIPIENT_DEFAULTS = frozenset({".m.rule.is_user_mention", ".m.rule.invite_for_me", ".m.rule.contains_display_name",
                                  ".m.rule.contains_user_name", ".m.rule.roomnotif"})
 _SHAREABLE = ("event_match", "event_property_is", "event_property_contains", "room_member_count",
@@ -276,7 +289,7 @@ def _condition_cached(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
 
 def evaluate(
     ruleset: Mapping[str, list[dict[str, Any]]], event: Mapping[str, Any], ctx: EvalContext,
-    memo: dict[Any, bool] | None = None,
+    memo: dict[Any, bool] | None = None, skip: frozenset[str] = frozenset(),
 ) -> list[Any]:
     """The actions of the first enabled rule that matches, or [] (no notification).
 
@@ -288,6 +301,8 @@ def evaluate(
             if not rule.get("enabled", True):
                 continue
             rid = rule.get("rule_id", "")
+            if rid in skip:
+                continue
             if kind == "room":
                 hit = event.get("room_id") == rid
             elif kind == "sender":
