@@ -70,6 +70,7 @@ class ListFilters:
     spaces: tuple[str, ...] | None = None
     tags: tuple[str, ...] | None = None
     not_tags: tuple[str, ...] = ()
+    room_name_like: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,9 @@ def parse_request(body: Any) -> SlidingRequest:
         spaces = filters_raw.get("spaces")
         if spaces is not None and (not isinstance(spaces, list) or not all(isinstance(s, str) for s in spaces)):
             raise _bad(f"{fw}.spaces", "must be a list of room IDs")
+        name_like = filters_raw.get("room_name_like")
+        if name_like is not None and not isinstance(name_like, str):
+            raise _bad(f"{fw}.room_name_like", "must be a string")
         for key in ("tags", "not_tags"):
             value = filters_raw.get(key)
             if value is not None and (not isinstance(value, list) or not all(isinstance(t, str) for t in value)):
@@ -178,6 +182,7 @@ def parse_request(body: Any) -> SlidingRequest:
             not_room_types=_types(filters_raw, "not_room_types", fw) or (), spaces=tuple(spaces) if spaces is not None else None,
             tags=tuple(filters_raw["tags"]) if filters_raw.get("tags") is not None else None,
             not_tags=tuple(filters_raw.get("not_tags") or ()),
+            room_name_like=name_like.casefold() if name_like else None,
         )
         lists[name] = ListRequest(tuple(ranges), _config(raw, where), filters)
     raw_subs = body.get("room_subscriptions") or {}
@@ -435,8 +440,13 @@ class SlidingSyncService:
             return False
         if f.is_invite is not None and (room.membership == "invite") != f.is_invite:
             return False
-        if f.is_encrypted is not None or f.room_types is not None or f.not_room_types or f.spaces is not None:
-            state = await self._state_events(room, [("m.room.encryption", ""), ("m.room.create", "")])
+        if f.is_encrypted is not None or f.room_types is not None or f.not_room_types or f.spaces is not None \
+                or f.room_name_like is not None:
+            state = await self._state_events(room, [("m.room.encryption", ""), ("m.room.create", ""), ("m.room.name", "")])
+            if f.room_name_like is not None:
+                name = state.get(("m.room.name", ""), {}).get("content", {}).get("name")
+                if not isinstance(name, str) or f.room_name_like not in name.casefold():
+                    return False
             if f.is_encrypted is not None and (("m.room.encryption", "") in state) != f.is_encrypted:
                 return False
             create = state.get(("m.room.create", ""), {}).get("content", {})

@@ -241,6 +241,17 @@ async def test_tag_filters(server: RunningServer) -> None:
     assert "lists.x.filters.tags" in bad["error"]
 
 
+async def test_room_name_filter(server: RunningServer) -> None:
+    _, ta, _ = await server.login_user("alice")
+    budget = await create_room(server, ta, name="Budget 2027")
+    await create_room(server, ta, name="Planning")
+    await create_room(server, ta)  # no name: never matches a name filter
+    out = await ss(server, ta, {"lists": {"b": {"ranges": [[0, 9]], "filters": {"room_name_like": "bUdGeT"}}}})
+    assert out["lists"]["b"]["ops"][0]["room_ids"] == [budget]
+    bad = await ss(server, ta, {"lists": {"b": {"filters": {"room_name_like": 7}}}}, status=400)
+    assert "lists.b.filters.room_name_like" in bad["error"]
+
+
 async def test_element_x_style_encryption_connection(server: RunningServer) -> None:
     """Element X runs a second connection with no lists, only to_device and e2ee, long-polling: it must
     wake for a to-device message and keep its own positions apart from the room-list connection."""
