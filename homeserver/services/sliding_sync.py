@@ -373,11 +373,19 @@ class SlidingSyncService:
             for ev in await self.storage.events.membership_changes_for_user(user_id, since.events, upto.events):
                 left_now[ev.room_id] = ev
         forgotten = await self.storage.aliases.forgotten(user_id)
+        listed = {r: m for r, m in memberships.items()
+                  # old departures are not listed; one in this window is, so the client sees it
+                  if m not in ("leave", "ban") or (r in left_now and r not in forgotten)}
+        # Everything below is a few round trips whatever the number of rooms: a user in hundreds of rooms
+        # asks on every long-poll wake-up.
+        member_ids = await self.storage.events.membership_event_ids(user_id)
+        member_events = await self.storage.events.get_events([member_ids[r] for r in listed if r in member_ids])
+        joined = [r for r, m in listed.items() if m == "join"]
+        last = await self.storage.events.last_positions(joined, upto.events)
+        bumps = await self.storage.events.last_positions(joined, upto.events, BUMP_TYPES)
         out: dict[str, _Room] = {}
-        for room_id, membership in memberships.items():
-            if membership in ("leave", "ban") and (room_id not in left_now or room_id in forgotten):
-                continue  # old departures are not listed; one in this window is, so the client sees it
-            member_ev = await self.sync._membership_event(room_id, user_id)
+        for room_id, membership in listed.items():
+            member_ev = member_events.get(member_ids.get(room_id, ""))
             if member_ev is None:
                 continue
             if membership in ("invite", "knock"):
@@ -385,8 +393,10 @@ class SlidingSyncService:
                     continue
                 position = member_ev.stream_ordering
                 out[room_id] = _Room(room_id, membership, position, position, position)
-                continue
-            out[room_id] = await self._visible_room(room_id, membership, member_ev, upto)
+            elif membership == "join":
+                out[room_id] = _room_at(room_id, membership, member_ev, upto.events, last.get(room_id), bumps.get(room_id))
+            else:
+                out[room_id] = await self._visible_room(room_id, membership, member_ev, upto)
         for inv in await self.storage.remote_invites.for_user(user_id):
             if inv.room_id in out or inv.room_id in memberships or inv.event.get("sender") in ignored:
                 continue
@@ -399,10 +409,7 @@ class SlidingSyncService:
         limit = upto.events if membership == "join" else member_ev.stream_ordering
         last = await self.storage.events.last_position(room_id, limit)
         bump = await self.storage.events.last_position(room_id, limit, BUMP_TYPES)
-        fallback = member_ev.stream_ordering
-        # A stamp from history fetched from other servers is negative: the membership stands in, as Synapse does.
-        bump = bump if bump is not None and bump > 0 else max(fallback, 0)
-        return _Room(room_id, membership, last if last is not None else fallback, bump, limit)
+        return _room_at(room_id, membership, member_ev, limit, last, bump)
 
     async def _subscribable(self, user_id: str, room_id: str, upto: SyncToken) -> _Room | None:
         """A subscription to a room outside every list: only one the user is or was in (and has not forgotten)."""
@@ -672,6 +679,13 @@ class SlidingSyncService:
         rows = await self.storage.to_device.fetch(user_id, device_id, after, upto.to_device, ext.to_device_limit)
         next_batch = rows[-1][0] if len(rows) == ext.to_device_limit else upto.to_device
         return {"next_batch": str(max(next_batch, after)), "events": [msg for _, msg in rows]}
+
+
+def _room_at(room_id: str, membership: str, member_ev: StoredEvent, limit: int, last: int | None, bump: int | None) -> _Room:
+    fallback = member_ev.stream_ordering
+    # A stamp from history fetched from other servers is negative: the membership stands in, as Synapse does.
+    bump = bump if bump is not None and bump > 0 else max(fallback, 0)
+    return _Room(room_id, membership, last if last is not None else fallback, bump, limit)
 
 
 def _select(state: Mapping[StateKey, str], wanted: frozenset[tuple[str, str]], user_id: str,
