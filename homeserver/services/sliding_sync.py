@@ -89,6 +89,15 @@ class Extensions:
     account_data: bool = False
     receipts: bool = False
     typing: bool = False
+    # Which rooms account_data, receipts and typing cover: the windows of these lists and these rooms
+    # ("*": all); None is the default, "*".
+    scopes: tuple[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None], ...] = ()
+
+    def scope(self, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        for ext, lists, rooms in self.scopes:
+            if ext == name:
+                return lists if lists is not None else ("*",), rooms if rooms is not None else ("*",)
+        return ("*",), ("*",)
 
 
 @dataclass(frozen=True)
@@ -216,9 +225,18 @@ def _extensions(raw: Any) -> Extensions:
     limit = td.get("limit", TO_DEVICE_LIMIT)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise _bad("extensions.to_device.limit", "must be a positive integer")
+    scopes = []
+    for name in ("account_data", "receipts", "typing"):
+        picked: list[tuple[str, ...] | None] = []
+        for key in ("lists", "rooms"):
+            value = section(name).get(key)
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+                raise _bad(f"extensions.{name}.{key}", "must be a list of strings")
+            picked.append(tuple(value) if value is not None else None)
+        scopes.append((name, picked[0], picked[1]))
     return Extensions(
         to_device=enabled("to_device"), to_device_since=since, to_device_limit=min(limit, TO_DEVICE_LIMIT), e2ee=enabled("e2ee"),
-        account_data=enabled("account_data"), receipts=enabled("receipts"), typing=enabled("typing"),
+        account_data=enabled("account_data"), receipts=enabled("receipts"), typing=enabled("typing"), scopes=tuple(scopes),
     )
 
 
@@ -322,6 +340,7 @@ class SlidingSyncService:
             tags = await self._room_tags(user_id, upto)
         lists_out: dict[str, Any] = {}
         wanted: dict[str, RoomConfig] = {}
+        windows: dict[str, set[str]] = {}
         counts: dict[str, int] = {}
         for name, lst in req.lists.items():
             matching = [r for r in candidates.values() if await self._passes(lst.filters, r, direct, tags)]
@@ -334,6 +353,7 @@ class SlidingSyncService:
                 ops.append({"op": "SYNC", "range": [start, end], "room_ids": [r.room_id for r in window]})
                 for r in window:
                     wanted[r.room_id] = lst.config.merge(wanted.get(r.room_id))
+                    windows.setdefault(name, set()).add(r.room_id)
             lists_out[name] = {"count": len(matching), "ops": ops}
         for room_id, config in req.subscriptions.items():
             room = candidates.get(room_id) or await self._subscribable(user_id, room_id, upto)
@@ -359,7 +379,7 @@ class SlidingSyncService:
                                     room_id in changed, room_id in direct)
             if data is not None:
                 rooms_out[room_id] = data
-        extensions = await self._extensions(user_id, device_id, req.extensions, since, upto, wanted, rooms_out, prev)
+        extensions = await self._extensions(user_id, device_id, req.extensions, since, upto, wanted, rooms_out, windows)
         result: dict[str, Any] = {"lists": lists_out, "rooms": rooms_out, "extensions": extensions}
         return result, _Position(upto, sent, counts, memberships)
 
@@ -602,9 +622,21 @@ class SlidingSyncService:
 
     async def _extensions(
         self, user_id: str, device_id: str, ext: Extensions, since: SyncToken | None, upto: SyncToken,
-        wanted: Mapping[str, RoomConfig], rooms_out: Mapping[str, Any], prev: _Position | None,
+        wanted: Mapping[str, RoomConfig], rooms_out: Mapping[str, Any], windows: Mapping[str, set[str]],
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
+
+        def covered(name: str) -> set[str]:
+            """The rooms an extension covers: "*" in rooms means every room of the response's windows
+            and subscriptions (as Synapse reads it); otherwise the named rooms and the named lists' windows."""
+            lists, rooms = ext.scope(name)
+            if "*" in rooms:
+                return set(wanted)
+            out_rooms = {r for r in rooms if r in wanted}
+            for lst in lists:
+                out_rooms |= set().union(*windows.values()) if lst == "*" else windows.get(lst, set())
+            return out_rooms
+
         if ext.to_device:
             out["to_device"] = await self._to_device(user_id, device_id, ext, upto)
         if ext.e2ee:
@@ -629,12 +661,13 @@ class SlidingSyncService:
                 for r in fresh:
                     if r in everything:
                         data[r] = everything[r]
+            scope = covered("account_data")
             for room_id, items in data.items():
-                if room_id and room_id in wanted:
+                if room_id and room_id in scope:
                     rooms[room_id] = [{"type": t, "content": c} for t, c in items.items()]
             out["account_data"] = {"global": [{"type": t, "content": c} for t, c in data.get("", {}).items()], "rooms": rooms}
         if ext.receipts:
-            joined = [r for r in wanted if r in rooms_out or since is not None]
+            joined = [r for r in covered("receipts") if r in rooms_out or since is not None]
             receipts: dict[str, Any] = {}
             recent = await self.storage.user_data.receipts_for_rooms(
                 [r for r in joined if r not in initial_rooms], since.receipts if since else 0, upto.receipts)
@@ -652,7 +685,7 @@ class SlidingSyncService:
             out["receipts"] = {"rooms": receipts}
         if ext.typing:
             typing = self.sync.typing
-            rooms_list = list(wanted)
+            rooms_list = list(covered("typing"))
             after = since.typing if since is not None and since.typing <= upto.typing else 0
             moved = typing.changed_since(rooms_list, after) if since is not None else set()
             typing_out = {}

@@ -282,3 +282,28 @@ async def test_element_x_style_encryption_connection(server: RunningServer) -> N
     assert again["lists"]["all"]["count"] == 1
     wrong = await ss(server, tb, {"conn_id": "room-list", "lists": {"all": ALL}}, pos=woken["pos"], status=400)
     assert wrong["errcode"] == "M_UNKNOWN_POS"
+
+
+async def test_extension_scopes(server: RunningServer) -> None:
+    alice, ta, _ = await server.login_user("alice")
+    _, tb, _ = await server.login_user("bob")
+    one = await create_room(server, ta, preset="public_chat", name="one")
+    two = await create_room(server, ta, preset="public_chat", name="two")
+    for room in (one, two):
+        await join(server, tb, room)
+    for room in (one, two):
+        await server.http.put(f"{C}/rooms/{room}/typing/{alice}", {"typing": True, "timeout": 30000}, token=ta)
+    lists = {"first": {"ranges": [[0, 0]], "filters": {"room_name_like": "one"}},
+             "second": {"ranges": [[0, 0]], "filters": {"room_name_like": "two"}}}
+
+    async def typing_rooms(scope: dict[str, Any]) -> set[str]:
+        out = await ss(server, tb, {"lists": lists, "extensions": {"typing": {"enabled": True, **scope}}})
+        return set(out["extensions"]["typing"]["rooms"])
+
+    assert await typing_rooms({}) == {one, two}
+    assert await typing_rooms({"lists": ["first"]}) == {one, two}  # rooms defaults to "*": everything
+    assert await typing_rooms({"lists": ["first"], "rooms": []}) == {one}
+    assert await typing_rooms({"lists": [], "rooms": [two]}) == {two}
+    assert await typing_rooms({"lists": ["*"], "rooms": []}) == {one, two}
+    bad = await ss(server, tb, {"extensions": {"receipts": {"enabled": True, "rooms": "all"}}}, status=400)
+    assert "extensions.receipts.rooms" in bad["error"]
