@@ -47,6 +47,10 @@ def rows(p: Params) -> list[dict[str, Any]]:
          "better": "lower"},
         {"scenario": "rss", "field": "VmHWM", "label": "   server peak RSS (VmHWM)", "unit": "MB",
          "better": "lower"},
+        {"scenario": "sliding_sync", "field": "first_ms",
+         "label": f"8. sliding sync first request ({p.sliding_rooms} rooms)", "unit": "ms", "better": "lower"},
+        {"scenario": "sliding_sync", "field": "p50_ms", "label": "8. send -> sliding sync delivery p50",
+         "unit": "ms", "better": "lower"},
     ]
 
 

@@ -38,11 +38,14 @@ class Params:
     joiners: int = 200         # 6. users joining one public room ...
     join_concurrency: int = 10  #   ... this many at a time
     setup_concurrency: int = 10  # registrations while preparing a scenario (not timed)
+    sliding_rooms: int = 50     # 8. sliding sync: a user in this many rooms ...
+    sliding_room_messages: int = 3   # ... each holding this many messages
+    sliding_latency_samples: int = 30
 
     @classmethod
     def quick(cls) -> "Params":
         return cls(users=10, rooms=20, senders=5, messages_each=20, latency_samples=10, sync_rooms=10,
-                   sync_room_messages=5, sync_samples=3, joiners=30)
+                   sync_room_messages=5, sync_samples=3, joiners=30, sliding_rooms=25, sliding_latency_samples=10)
 
 
 class HTTPFailure(Exception):
@@ -350,6 +353,57 @@ async def s_join(api: Api, pool: Pool, p: Params) -> dict[str, Any]:
             "concurrency": p.join_concurrency}
 
 
+SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+# What Element X asks for in its room list (matrix-rust-sdk's defaults), so both servers do that work.
+ELEMENT_X_STATE = [["m.room.name", ""], ["m.room.encryption", ""], ["m.room.member", "$LAZY"], ["m.room.member", "$ME"],
+                   ["m.room.topic", ""], ["m.room.avatar", ""], ["m.room.canonical_alias", ""], ["m.room.power_levels", ""],
+                   ["m.room.join_rules", ""], ["m.room.tombstone", ""], ["m.room.create", ""], ["m.room.history_visibility", ""]]
+
+
+async def s_sliding_sync(api: Api, pool: Pool, p: Params) -> dict[str, Any]:
+    """Element X's room list over simplified sliding sync (MSC4186): the first request of a connection
+    for a user in many rooms, then send -> delivery through its long-poll."""
+    user, other = await pool.take(2)
+    rooms: list[str] = []
+
+    async def fill(i: int) -> None:
+        room = await api.create_room(user, "public_chat", f"list room {i}")
+        for j in range(p.sliding_room_messages):
+            await api.send_text(user, room, f"history {j} in room {i}")
+        rooms.append(room)
+
+    await run_limited([lambda i=i: fill(i) for i in range(p.sliding_rooms)], 5)
+    await api.join(other, rooms[0])
+    body = {"lists": {"all_rooms": {"ranges": [[0, 19]], "timeline_limit": 1, "required_state": ELEMENT_X_STATE}},
+            "extensions": {"account_data": {"enabled": True}, "receipts": {"enabled": True, "rooms": ["*"]},
+                           "typing": {"enabled": True}}}
+    firsts = []
+    for n in range(p.sync_samples):
+        t0 = time.perf_counter()
+        first = await api.call("POST", SLIDING, user.token, {**body, "conn_id": f"bench-{n}"}, params={"timeout": "0"})
+        firsts.append((time.perf_counter() - t0) * 1000)
+        if len(first.get("rooms", {})) != min(20, p.sliding_rooms) or first.get("lists", {}).get("all_rooms", {}).get("count") != p.sliding_rooms:
+            raise RuntimeError(f"sliding sync listed {first.get('lists')} with {len(first.get('rooms', {}))} rooms")
+    pos = first["pos"]
+    conn = {**body, "conn_id": f"bench-{p.sync_samples - 1}"}
+    samples = []
+    for i in range(p.sliding_latency_samples):
+        poll = asyncio.create_task(api.call("POST", SLIDING, user.token, conn, params={"pos": pos, "timeout": "30000"}))
+        await asyncio.sleep(0.1)  # the long-poll is waiting at the server
+        t0 = time.perf_counter()
+        event_id = await api.send_text(other, rooms[0], f"ping {i}")
+        while True:
+            r = await asyncio.wait_for(poll, 40)
+            pos = r["pos"]
+            timeline = r.get("rooms", {}).get(rooms[0], {}).get("timeline", [])
+            if any(e.get("event_id") == event_id for e in timeline):
+                samples.append((time.perf_counter() - t0) * 1000)
+                break
+            poll = asyncio.create_task(api.call("POST", SLIDING, user.token, conn, params={"pos": pos, "timeout": "30000"}))
+    return {"first_ms": statistics.median(firsts), "p50_ms": percentile(samples, 0.5), "p95_ms": percentile(samples, 0.95),
+            "rooms": p.sliding_rooms, "samples": len(samples)}
+
+
 SCENARIOS: list[tuple[str, Callable[..., Awaitable[dict[str, Any]]]]] = [
     ("register_login", s_register_login),
     ("create_room", s_create_room),
@@ -357,6 +411,7 @@ SCENARIOS: list[tuple[str, Callable[..., Awaitable[dict[str, Any]]]]] = [
     ("sync_latency", s_sync_latency),
     ("initial_sync", s_initial_sync),
     ("join", s_join),
+    ("sliding_sync", s_sliding_sync),
 ]
 
 
