@@ -25,7 +25,7 @@ from homeserver.services.user_data import UserDataService
 from homeserver.services.visibility import VisibilityService
 from homeserver.storage import Storage
 from homeserver.storage.events import StoredEvent
-from homeserver.storage.sequences import current_id
+from homeserver.storage.sequences import current_ids
 from homeserver.storage.state import StateMap
 
 if TYPE_CHECKING:
@@ -76,14 +76,15 @@ class SyncService:
         self.typing = typing
 
     async def current_token(self) -> SyncToken:
+        ids = await current_ids(self.storage.db, ("events_stream", "receipts", "account_data", "to_device", "device_lists"))
         return SyncToken(
-            events=await current_id(self.storage.db, "events_stream"),
+            events=ids["events_stream"],
             typing=self.typing.serial,
             presence=self.presence.serial,
-            receipts=await current_id(self.storage.db, "receipts"),
-            account_data=await current_id(self.storage.db, "account_data"),
-            to_device=await current_id(self.storage.db, "to_device"),
-            device_lists=await current_id(self.storage.db, "device_lists"),
+            receipts=ids["receipts"],
+            account_data=ids["account_data"],
+            to_device=ids["to_device"],
+            device_lists=ids["device_lists"],
         )
 
     async def sync(self, req: SyncRequest) -> dict[str, Any]:
