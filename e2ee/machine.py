@@ -24,6 +24,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Mapping
 
+from .cross_signing import CrossSigningKeys
 from .account import Account
 from .devices import MEGOLM_ALGORITHM, OLM_ALGORITHM, SIGNED_CURVE25519, verify_device_keys, verify_one_time_key
 from .errors import (
@@ -173,6 +174,29 @@ class OlmMachine:
         if fallback_keys:
             body["fallback_keys"] = fallback_keys
         return body or None
+
+    # --- cross-signing of this user's own device ---
+
+    def cross_signing_keys(self) -> tuple[CrossSigningKeys, bool]:
+        """This user's cross-signing keys (created and stored on first use) and whether they are published."""
+        stored = self.store.load_cross_signing(self.user_id)
+        if stored is not None:
+            return CrossSigningKeys.unseal(self.user_id, stored[0], self._pickle_key), stored[1]
+        keys = CrossSigningKeys.generate(self.user_id)
+        self.store.save_cross_signing(self.user_id, keys.seal(self._pickle_key), False)
+        return keys, False
+
+    def cross_signing_requests(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """What to send so this device is verified by its own user: the device_signing/upload body (None
+        once published) and the signatures/upload body (the self-signing key's signature on this device).
+        Call ``mark_cross_signing_published`` after the first succeeded."""
+        keys, published = self.cross_signing_keys()
+        signed = keys.sign_device(self.device_keys())
+        return (None if published else keys.upload_body()), {self.user_id: {self.device_id: signed}}
+
+    def mark_cross_signing_published(self) -> None:
+        keys, _ = self.cross_signing_keys()
+        self.store.save_cross_signing(self.user_id, keys.seal(self._pickle_key), True)
 
     def mark_keys_as_published(self) -> None:
         """Record that the last keys_for_upload body was accepted by the server."""

@@ -91,6 +91,11 @@ CREATE TABLE IF NOT EXISTS devices (
     PRIMARY KEY (user_id, device_id)
 );
 CREATE INDEX IF NOT EXISTS devices_by_curve25519 ON devices (curve25519);
+CREATE TABLE IF NOT EXISTS cross_signing (
+    user_id TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS tracked_users (
     user_id TEXT PRIMARY KEY,
     outdated INTEGER NOT NULL
@@ -463,6 +468,18 @@ class CryptoStore:
         return StoredDevice(row[0], row[1], row[2], row[3], json.loads(row[4]), bool(row[5]))
 
     # --- device-list tracking ------------------------------------------------------------------
+
+    def load_cross_signing(self, user_id: str) -> tuple[str, bool] | None:
+        """The sealed cross-signing seeds (see cross_signing.py) and whether they were published."""
+        row = self._db.execute("SELECT sealed, published FROM cross_signing WHERE user_id = ?", (user_id,)).fetchone()
+        return (row[0], bool(row[1])) if row else None
+
+    def save_cross_signing(self, user_id: str, sealed: str, published: bool) -> None:
+        self._db.execute(
+            "INSERT INTO cross_signing (user_id, sealed, published) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id) DO UPDATE SET sealed = excluded.sealed, published = excluded.published",
+            (user_id, sealed, int(published)),
+        )
 
     def track_users(self, user_ids: list[str]) -> None:
         """Start tracking users' device lists; newly tracked users need a /keys/query."""

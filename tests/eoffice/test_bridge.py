@@ -249,6 +249,17 @@ async def test_bridge_end_to_end(world: World, tmp_path: Path) -> None:
                 return "Approved in e-Office." in alice.decrypted.values()
 
             await until(puppet_spoke, "the puppet's message")
+            # The bot's and the puppet's devices are cross-signed by their own users, so officers'
+            # clients show their messages without the "unverified device" warning.
+            for user in (bot, f"@eoffice_e1:{w.name}"):
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(f"{alice.client.homeserver}/_matrix/client/v3/keys/query",
+                                         json={"device_keys": {user: []}}, ssl=False,
+                                         headers={"Authorization": f"Bearer {alice.client.access_token}"}) as resp:
+                        seen = await resp.json()
+                (ssk_pub,) = seen["self_signing_keys"][user]["keys"].values()
+                devices = seen["device_keys"][user]
+                assert devices and all(f"ed25519:{ssk_pub}" in d["signatures"][user] for d in devices.values()), user
             # The bridge crashes; messages and a movement happen meanwhile; after its restart everything
             # arrives, once, in order (its E2EE keys, outbox and feed cursor survived).
             assert w.bridge.proc is not None
