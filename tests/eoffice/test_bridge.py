@@ -302,3 +302,53 @@ async def test_bridge_end_to_end(world: World, tmp_path: Path) -> None:
             assert r.status == 401
         async with s.put(f"{base}/_matrix/app/v1/transactions/999", json={"events": []}, headers={"Authorization": "Bearer wrong"}) as r:
             assert r.status == 403 and (await r.json())["errcode"] == "M_FORBIDDEN"
+
+
+async def test_classified_file_only_in_an_encrypted_room(world: World, tmp_path: Path) -> None:
+    """A Secret file's notes must not travel in clear text: linking it from an unencrypted room is
+    refused (and nothing is recorded); once the room is encrypted, the same command links it."""
+    w = world
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=w.tls)) as s:
+        alice_id, _ = await w.hs.register(s, "alice", PASSWORD)
+        status, file = await w.eo(s, "POST", "/files", {"subject": "Defence procurement", "classification": "Secret", "created_by": "E1"})
+        assert status in (200, 201), file
+        alice = Device(w.hs, alice_id, tmp_path / "nio-a", ssl=w.tls)  # type: ignore[arg-type]
+        notices: list[str] = []
+
+        async def on_notice(room: Any, event: nio.RoomMessageNotice) -> None:
+            notices.append(event.body)
+
+        alice.client.add_event_callback(on_notice, nio.RoomMessageNotice)
+        try:
+            await alice.login("alice's laptop")
+            bot = f"@eofficebot:{w.name}"
+            room = (await alice.client.room_create(invite=[bot], name="Procurement (clear)",
+                                                   power_level_override={"users": {bot: 50}})).room_id
+
+            async def bot_joined() -> bool:
+                await alice.sync()
+                r = alice.client.rooms.get(room)
+                return bool(r) and bot in r.users
+
+            await until(bot_joined, "the bridge bot to join")
+            await alice.client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": f"!eoffice link {file['file_no']}"})
+
+            async def refused() -> bool:
+                await alice.sync()
+                return any("can only be linked to an encrypted room" in n for n in notices)
+
+            await until(refused, "the refusal")
+            r = await alice.client.room_get_state_event(room, "pk.gov.eoffice.file", "")
+            assert not isinstance(r, nio.RoomGetStateEventResponse)  # nothing recorded
+            r = await alice.client.room_put_state(room, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+            assert isinstance(r, nio.RoomPutStateResponse), r
+            await alice.sync()
+            await alice.send(room, f"!eoffice link {file['file_no']}")
+
+            async def linked() -> bool:
+                r = await alice.client.room_get_state_event(room, "pk.gov.eoffice.file", "")
+                return isinstance(r, nio.RoomGetStateEventResponse) and r.content.get("file_id") == file["file_id"]
+
+            await until(linked, "the room to be linked")
+        finally:
+            await alice.close()

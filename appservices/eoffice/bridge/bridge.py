@@ -236,6 +236,10 @@ class Bridge:
         if found is None:
             await self.notice(room_id, f"There is no e-Office file {file_no}.")
             return
+        refusal = await self._classification_refusal(room_id, found)
+        if refusal is not None:
+            await self.notice(room_id, refusal)
+            return
         self.store.link(room_id, found["file_id"], found["file_no"])
         try:
             await self.matrix.call("PUT", f"{C}/rooms/{quote(room_id)}/state/{quote(self.config.file_prefix)}/",
@@ -247,6 +251,28 @@ class Bridge:
                                        f"state: give {self.config.bot} power level {self.config.link_power_level} so every member sees it.")
         await self.notice(room_id, f"This room is now linked to e-Office file {found['file_no']}: {found.get('subject', '')}. "
                                    "Messages become draft notes; react with ✅ to make your note final.")
+
+    def _local_only(self, file: dict[str, Any]) -> bool:
+        return str(file.get("classification") or "") in self.config.local_only_classifications
+
+    async def _classification_refusal(self, room_id: str, file: dict[str, Any]) -> str | None:
+        """Why this room may not carry this file, by the file's classification, or None. A classified
+        file's notes must not travel in clear text, and the most sensitive ones not leave the ministry's
+        own server (federated members' servers would hold copies)."""
+        classification = str(file.get("classification") or "")
+        if classification in self.config.encrypted_classifications \
+                and await self.matrix.state(room_id, "m.room.encryption") is None:
+            return (f"{file['file_no']} is {classification}: it can only be linked to an encrypted room. "
+                    "Turn on encryption for this room (or create an encrypted one) and link again.")
+        if classification in self.config.local_only_classifications:
+            members = await self.matrix.call("GET", f"{C}/rooms/{quote(room_id)}/members")
+            outside = sorted({e["state_key"] for e in members.get("chunk", [])
+                              if (e.get("content") or {}).get("membership") in ("join", "invite", "knock")
+                              and not e["state_key"].endswith(":" + self.config.server_name)})
+            if outside:
+                return (f"{file['file_no']} is {classification}: it can only be linked to a room whose members all belong "
+                        f"to {self.config.server_name}; this room has {', '.join(outside)}.")
+        return None
 
     # --- delivery to e-Office --------------------------------------------------------------------
 
@@ -345,8 +371,10 @@ class Bridge:
             return existing
         members = {self.config.directory[e] for e in (file.get("created_by"), file.get("current_holder"), *extra_members)
                    if e in self.config.directory}
+        if self._local_only(file):  # the most sensitive files stay on this ministry's server
+            members = {m for m in members if m.endswith(":" + self.config.server_name)}
         initial_state = [{"type": self.config.file_prefix, "state_key": "", "content": {"file_id": file["file_id"], "file_no": file["file_no"]}}]
-        if self.config.encrypt_new_rooms:
+        if self.config.encrypt_new_rooms or str(file.get("classification") or "") in self.config.encrypted_classifications:
             initial_state.append({"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
         created = await self.matrix.call("POST", f"{C}/createRoom", {
             "name": f"{file['file_no']}: {file.get('subject', '')}", "preset": "private_chat", "invite": sorted(members),
@@ -361,6 +389,10 @@ class Bridge:
         file = await self.eoffice.file(movement["file_id"])
         room_id = await self._room_for_file(file, (movement.get("to_employee", ""),))
         to_user = self.config.directory.get(str(movement.get("to_employee")))
+        if to_user and self._local_only(file) and not to_user.endswith(":" + self.config.server_name):
+            await self.notice(room_id, f"File {file['file_no']} is {file.get('classification')}: {to_user} is on another "
+                                       "server and is not invited to this room; they work on it in e-Office.")
+            to_user = None
         if to_user:
             members = await self.matrix.members(room_id)
             if to_user not in members:

@@ -37,6 +37,10 @@ class BridgeConfig:
     directory: dict[str, str]  # employee ID -> Matrix user ID
     link_power_level: int
     encrypt_new_rooms: bool
+    # Classification rules: files of these classifications are only bridged to encrypted rooms, and
+    # (local_only) only to rooms whose members all belong to this ministry's server.
+    encrypted_classifications: frozenset[str]
+    local_only_classifications: frozenset[str]
     file_prefix: str
 
     @property
@@ -115,4 +119,14 @@ def load_config(path: Path) -> BridgeConfig:
         data_dir=data_dir, pickle_key=pickle_key, directory=dict(directory),
         link_power_level=get("bridge", "link_power_level", int, 50), encrypt_new_rooms=get("bridge", "encrypt_new_rooms", bool, True),
         file_prefix=get("bridge", "file_state_type", str, "pk.gov.eoffice.file"),
+        encrypted_classifications=_names(get("bridge", "encrypted_classifications", list, ["Confidential", "Secret", "Top Secret"]),
+                                         path, "encrypted_classifications"),
+        local_only_classifications=_names(get("bridge", "local_only_classifications", list, ["Secret", "Top Secret"]),
+                                          path, "local_only_classifications"),
     )
+
+
+def _names(value: list[Any], path: Path, key: str) -> frozenset[str]:
+    if not all(isinstance(v, str) for v in value):
+        raise BridgeConfigError(f"{path}: bridge.{key}: must be a list of classification names")
+    return frozenset(value)
