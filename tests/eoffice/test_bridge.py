@@ -83,12 +83,17 @@ async def wait_port(port: int) -> None:
 
 
 class World:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, with_peer: bool = False) -> None:
         self.tmp = tmp
         self.ca = LocalCA(tmp / "ca")
         self.tls = ssl.create_default_context(cafile=str(self.ca.ca_file))
         port = free_port()
         self.hs = QasidProcess(f"127.0.0.1:{port}", "127.0.0.1", port, tmp / "hs")
+        # Another ministry's server, federating with this one (for the rules on classified files).
+        self.peer: QasidProcess | None = None
+        if with_peer:
+            peer_port = free_port()
+            self.peer = QasidProcess(f"127.0.0.2:{peer_port}", "127.0.0.2", peer_port, tmp / "peer")
         self.name = self.hs.server_name
         self.eo_port, self.bridge_port = free_port(), free_port()
         self.eoffice_url = f"http://127.0.0.1:{self.eo_port}/api/v1"
@@ -109,7 +114,10 @@ class World:
         (tmp / "bridge.yaml").write_text(yaml.safe_dump(bridge_cfg))
         subprocess.run([sys.executable, "-m", "appservices.eoffice.bridge", "-c", str(tmp / "bridge.yaml"),
                         "--write-registration", str(tmp / "registration.yaml")], cwd=ROOT, check=True)
-        self.hs.write_config(self.ca, [self.hs], {"app_service_config_files": [str(tmp / "registration.yaml")]})
+        servers = [self.hs, self.peer] if self.peer is not None else [self.hs]
+        self.hs.write_config(self.ca, servers, {"app_service_config_files": [str(tmp / "registration.yaml")]})
+        if self.peer is not None:
+            self.peer.write_config(self.ca, servers)
         self.bridge = Proc([sys.executable, "-m", "appservices.eoffice.bridge", "-c", str(tmp / "bridge.yaml")], tmp / "bridge.log")
 
     async def eo(self, session: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> Any:
@@ -117,13 +125,14 @@ class World:
             return r.status, (await r.json(content_type=None) if r.status != 204 else None)
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
+async def _world(tmp_path: Path, with_peer: bool) -> AsyncIterator[World]:
+    w = World(tmp_path, with_peer)
     try:
         w.sandbox.start()
         await wait_port(w.eo_port)
         await w.hs.start(w.tls)
+        if w.peer is not None:
+            await w.peer.start(w.tls)
         w.bridge.start()
         await wait_port(w.bridge_port)
         yield w
@@ -131,6 +140,20 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         w.bridge.stop()
         w.sandbox.stop()
         w.hs.stop()
+        if w.peer is not None:
+            w.peer.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async for w in _world(tmp_path, False):
+        yield w
+
+
+@pytest.fixture
+async def world_with_peer(tmp_path: Path) -> AsyncIterator[World]:
+    async for w in _world(tmp_path, True):
+        yield w
 
 
 async def test_bridge_end_to_end(world: World, tmp_path: Path) -> None:
@@ -350,5 +373,55 @@ async def test_classified_file_only_in_an_encrypted_room(world: World, tmp_path:
                 return isinstance(r, nio.RoomGetStateEventResponse) and r.content.get("file_id") == file["file_id"]
 
             await until(linked, "the room to be linked")
+        finally:
+            await alice.close()
+
+
+
+async def test_secret_file_only_where_every_member_is_on_this_server(world_with_peer: World, tmp_path: Path) -> None:
+    """A Secret file must not reach another ministry's server: linking it in an (encrypted) room with a
+    member from another server is refused, naming them; Confidential is fine there."""
+    w = world_with_peer
+    assert w.peer is not None
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=w.tls)) as s:
+        alice_id, _ = await w.hs.register(s, "alice", PASSWORD)
+        carol_id, _ = await w.peer.register(s, "carol", PASSWORD)
+        _, secret = await w.eo(s, "POST", "/files", {"subject": "Treaty draft", "classification": "Secret", "created_by": "E1"})
+        _, confidential = await w.eo(s, "POST", "/files", {"subject": "Visit schedule", "classification": "Confidential", "created_by": "E1"})
+        alice = Device(w.hs, alice_id, tmp_path / "nio-a", ssl=w.tls)  # type: ignore[arg-type]
+        notices: list[str] = []
+
+        async def on_notice(room: Any, event: nio.RoomMessageNotice) -> None:
+            notices.append(event.body)
+
+        alice.client.add_event_callback(on_notice, nio.RoomMessageNotice)
+        try:
+            await alice.login("alice's laptop")
+            bot = f"@eofficebot:{w.name}"
+            room = (await alice.client.room_create(invite=[bot, carol_id], initial_state=[ENCRYPTION], name="Joint working group",
+                                                   power_level_override={"users": {bot: 50}})).room_id
+
+            async def bot_joined() -> bool:
+                await alice.sync()
+                r = alice.client.rooms.get(room)
+                return bool(r) and bot in r.users
+
+            await until(bot_joined, "the bridge bot to join")
+            await alice.send(room, f"!eoffice link {secret['file_no']}")
+
+            async def refused() -> bool:
+                await alice.sync()
+                return any("all belong" in n and carol_id in n for n in notices)
+
+            await until(refused, "the refusal naming the other server's member")
+            r = await alice.client.room_get_state_event(room, "pk.gov.eoffice.file", "")
+            assert not isinstance(r, nio.RoomGetStateEventResponse)
+            await alice.send(room, f"!eoffice link {confidential['file_no']}")
+
+            async def linked() -> bool:
+                r = await alice.client.room_get_state_event(room, "pk.gov.eoffice.file", "")
+                return isinstance(r, nio.RoomGetStateEventResponse) and r.content.get("file_id") == confidential["file_id"]
+
+            await until(linked, "the Confidential file to be linked")
         finally:
             await alice.close()
