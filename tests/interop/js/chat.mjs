@@ -1,26 +1,13 @@
 // matrix-js-sdk chat flow against Qasid: two clients sync, create a room, invite/join, message, react,
 // edit, redact, paginate history, see typing and receipts, and restart from the last sync token.
 // Usage: node chat.mjs '{"baseUrl": "...", "alice": {"user":..,"password":..}, "bob": {...}}'
-import * as sdk from "matrix-js-sdk";
+
+import { login as loginAs, until as waitUntil } from "./helpers.mjs";
 
 const args = JSON.parse(process.argv[2]);
 const out = {};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(fn, what, ms = 15000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v) return v;
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function login(who) {
-  const c = sdk.createClient({ baseUrl: args.baseUrl });
-  const r = await c.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: who.user }, password: who.password });
-  return sdk.createClient({ baseUrl: args.baseUrl, accessToken: r.access_token, userId: r.user_id, deviceId: r.device_id });
-}
+const until = (fn, what, ms = 15000) => waitUntil(fn, what, ms);
+const login = (who) => loginAs(args.baseUrl, who.user, who.password);
 
 const alice = await login(args.alice);
 const bob = await login(args.bob);

@@ -2,25 +2,15 @@
 // log in, upload device keys, join an encrypted room, query the other user's devices, decrypt a message
 // a matrix-nio client sends, and send an encrypted reply. Prints JSON lines: {"ready": ...} then the result.
 // Usage: node e2ee.mjs '{"baseUrl": "...", "user": "...", "password": "...", "roomId": "...", "peer": "@bob:..."}'
-import * as sdk from "matrix-js-sdk";
+
+import { login, until as waitUntil } from "./helpers.mjs";
 
 const args = JSON.parse(process.argv[2]);
 const out = {};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(fn, what, ms = 30000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v) return v;
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+const until = (fn, what, ms = 30000) => waitUntil(fn, what, ms, 100);
 function emit(obj) { process.stdout.write(JSON.stringify(obj) + "\n"); }
 
-const anon = sdk.createClient({ baseUrl: args.baseUrl });
-const login = await anon.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: args.user }, password: args.password });
-const client = sdk.createClient({ baseUrl: args.baseUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
+const client = await login(args.baseUrl, args.user, args.password);
 await client.initRustCrypto({ useIndexedDB: false });
 const crypto = client.getCrypto();
 await client.startClient({ initialSyncLimit: 20 });

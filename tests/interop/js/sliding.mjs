@@ -3,27 +3,13 @@
 // joins, receives messages live, sees alice type and read, and a room outside his window arrives once
 // it has news; the answers are the SDK's own view of the rooms.
 // Usage: node sliding.mjs '{"baseUrl": "...", "alice": {"user":..,"password":..}, "bob": {...}}'
-import * as sdk from "matrix-js-sdk";
 import { SlidingSync } from "matrix-js-sdk/lib/sliding-sync.js";
+
+import { login as loginAs, until } from "./helpers.mjs";
 
 const args = JSON.parse(process.argv[2]);
 const out = {};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(fn, what, ms = 20000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v) return v;
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function login(who) {
-  const c = sdk.createClient({ baseUrl: args.baseUrl });
-  const r = await c.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: who.user }, password: who.password });
-  return sdk.createClient({ baseUrl: args.baseUrl, accessToken: r.access_token, userId: r.user_id, deviceId: r.device_id });
-}
+const login = (who) => loginAs(args.baseUrl, who.user, who.password);
 
 const alice = await login(args.alice);
 const bob = await login(args.bob);
