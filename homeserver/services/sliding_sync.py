@@ -386,7 +386,10 @@ class SlidingSyncService:
     # --- which rooms ---
 
     async def _candidates(self, user_id: str, since: SyncToken | None, upto: SyncToken) -> dict[str, _Room]:
-        memberships = await self.storage.events.rooms_for_user(user_id, ("join", "invite", "knock", "leave", "ban"))
+        # Everything below is a few round trips whatever the number of rooms: a user in hundreds of rooms
+        # asks on every long-poll wake-up.
+        rows = await self.storage.events.memberships_with_events(user_id)
+        memberships = {r: m for r, (m, _) in rows.items() if m in ("join", "invite", "knock", "leave", "ban")}
         ignored = await self.sync.visibility.ignored_users(user_id)
         left_now: dict[str, StoredEvent] = {}
         if since is not None:
@@ -396,16 +399,13 @@ class SlidingSyncService:
         listed = {r: m for r, m in memberships.items()
                   # old departures are not listed; one in this window is, so the client sees it
                   if m not in ("leave", "ban") or (r in left_now and r not in forgotten)}
-        # Everything below is a few round trips whatever the number of rooms: a user in hundreds of rooms
-        # asks on every long-poll wake-up.
-        member_ids = await self.storage.events.membership_event_ids(user_id)
-        member_events = await self.storage.events.get_events([member_ids[r] for r in listed if r in member_ids])
+        member_events = await self.storage.events.get_events([rows[r][1] for r in listed])
         joined = [r for r, m in listed.items() if m == "join"]
         last = await self.storage.events.last_positions(joined, upto.events)
         bumps = await self.storage.events.last_positions(joined, upto.events, BUMP_TYPES)
         out: dict[str, _Room] = {}
         for room_id, membership in listed.items():
-            member_ev = member_events.get(member_ids.get(room_id, ""))
+            member_ev = member_events.get(rows[room_id][1])
             if member_ev is None:
                 continue
             if membership in ("invite", "knock"):
@@ -433,7 +433,7 @@ class SlidingSyncService:
 
     async def _subscribable(self, user_id: str, room_id: str, upto: SyncToken) -> _Room | None:
         """A subscription to a room outside every list: only one the user is or was in (and has not forgotten)."""
-        member_ev = await self.sync._membership_event(room_id, user_id)
+        member_ev = await self.sync.membership_event(room_id, user_id)
         if member_ev is None or room_id in await self.storage.aliases.forgotten(user_id):
             return None
         membership = member_ev.pdu.get("content", {}).get("membership")
@@ -500,7 +500,7 @@ class SlidingSyncService:
         if room.stripped is not None:
             return {(e["type"], e.get("state_key", "")): e for e in room.stripped if (e["type"], e.get("state_key", "")) in keys}
         if room.membership in ("invite", "knock"):
-            stripped = await self.sync._stripped_state(room.room_id, "")
+            stripped = await self.sync.stripped_state(room.room_id, "")
             return {(e["type"], e["state_key"]): e for e in stripped if (e["type"], e["state_key"]) in keys}
         state = await self._state_at(room)
         events = await self.storage.events.get_events([state[k] for k in keys if k in state])
@@ -509,7 +509,7 @@ class SlidingSyncService:
     async def _state_at(self, room: _Room) -> StateMap:
         if room.membership == "join":
             return await self.storage.events.get_current_state_ids(room.room_id)
-        return await self.sync._state_at_position(room.room_id, room.upto)
+        return await self.sync.state_at_position(room.room_id, room.upto)
 
     # --- one room ---
 
@@ -522,7 +522,7 @@ class SlidingSyncService:
         if room.membership in ("invite", "knock"):
             if not initial:
                 return None
-            stripped = room.stripped if room.stripped is not None else await self._invite_state(room, user_id)
+            stripped = room.stripped if room.stripped is not None else await self.sync.stripped_state(room.room_id, user_id)
             # Knocks too come as invite_state, as Synapse sends them.
             out: dict[str, Any] = {"initial": True, "bump_stamp": room.bump, "invite_state": stripped}
             out.update(_names_from_stripped(stripped))
@@ -557,7 +557,7 @@ class SlidingSyncService:
         if initial:
             keys = _select(state, config.required_state, user_id, visible)
         else:
-            old_state = await self.sync._state_at_position(room.room_id, since.events) if since is not None else {}
+            old_state = await self.sync.state_at_position(room.room_id, since.events) if since is not None else {}
             moved = {k: v for k, v in state.items() if old_state.get(k) != v}
             keys = _select(moved, config.required_state, user_id, visible)
             if new_keys:
@@ -581,10 +581,6 @@ class SlidingSyncService:
         if room.membership in ("leave", "ban"):
             out["membership"] = room.membership
         return out
-
-    async def _invite_state(self, room: _Room, user_id: str) -> list[dict[str, Any]]:
-        stripped = await self.sync._stripped_state(room.room_id, user_id)
-        return stripped
 
     async def _names(self, room: _Room, state: StateMap, user_id: str) -> dict[str, Any]:
         wanted = [("m.room.name", ""), ("m.room.avatar", ""), ("m.room.canonical_alias", "")]

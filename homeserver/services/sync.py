@@ -141,21 +141,21 @@ class SyncService:
                     continue
                 join[room_id] = await self._joined_room(req, room_id, since, upto, full=newly, extras=extras)
             elif membership == "invite":
-                invite_ev = changed_membership.get(room_id) or await self._membership_event(room_id, req.user_id)
+                invite_ev = changed_membership.get(room_id) or await self.membership_event(room_id, req.user_id)
                 if invite_ev is not None and invite_ev.sender in ignored:
                     continue  # invites from ignored users are dropped
                 if since is None or room_id in changed_membership:
                     invite[room_id] = await self._invited_room(req.user_id, room_id)
             elif membership == "knock":
                 if since is None or room_id in changed_membership:
-                    knock[room_id] = {"knock_state": {"events": await self._stripped_state(room_id, req.user_id)}}
+                    knock[room_id] = {"knock_state": {"events": await self.stripped_state(room_id, req.user_id)}}
             elif membership in ("leave", "ban"):
                 if room_id in forgotten:
                     continue
                 if since is not None and room_id in changed_membership:
                     leave[room_id] = await self._left_room(req, room_id, since, changed_membership[room_id])
                 elif since is None and req.filter.include_leave:
-                    ev = changed_membership.get(room_id) or await self._membership_event(room_id, req.user_id)
+                    ev = changed_membership.get(room_id) or await self.membership_event(room_id, req.user_id)
                     if ev is not None:
                         leave[room_id] = await self._left_room(req, room_id, None, ev)
         for inv in await self.storage.remote_invites.for_user(req.user_id):
@@ -204,12 +204,12 @@ class SyncService:
         return before != "join"
 
     async def _membership_at(self, room_id: str, user_id: str, position: int) -> str | None:
-        state = await self._state_at_position(room_id, position)
+        state = await self.state_at_position(room_id, position)
         eid = state.get(("m.room.member", user_id))
         ev = await self.storage.events.get_event(eid) if eid else None
         return ev.pdu["content"].get("membership") if ev else None
 
-    async def _membership_event(self, room_id: str, user_id: str) -> StoredEvent | None:
+    async def membership_event(self, room_id: str, user_id: str) -> StoredEvent | None:
         eid = await self.storage.events.get_current_state_event_id(room_id, "m.room.member", user_id)
         return await self.storage.events.get_event(eid) if eid else None
 
@@ -229,7 +229,7 @@ class SyncService:
     async def _state_before(self, ev: StoredEvent) -> StateMap:
         return await self.storage.state.state_before(ev)
 
-    async def _state_at_position(self, room_id: str, position: int) -> StateMap:
+    async def state_at_position(self, room_id: str, position: int) -> StateMap:
         evs = await self.storage.events.room_events(room_id, upto=position, limit=1, backwards=True)
         if not evs or evs[0].state_after is None:
             return {}
@@ -268,7 +268,7 @@ class SyncService:
         if full:
             state = await self._state_section(req, room_id, timeline, start_state, None)
         elif limited:
-            since_state = await self._state_at_position(room_id, since.events) if since else {}
+            since_state = await self.state_at_position(room_id, since.events) if since else {}
             state = await self._state_section(req, room_id, timeline, start_state, since_state)
         else:
             state = []
@@ -325,7 +325,7 @@ class SyncService:
             "account_data": {"events": []},
         }
 
-    async def _stripped_state(self, room_id: str, user_id: str) -> list[dict[str, Any]]:
+    async def stripped_state(self, room_id: str, user_id: str) -> list[dict[str, Any]]:
         state = await self.storage.events.get_current_state_ids(room_id)
         keys = list(STRIPPED_STATE_TYPES) + [("m.room.member", user_id)]
         events = await self.storage.events.get_events([state[k] for k in keys if k in state])
@@ -335,7 +335,7 @@ class SyncService:
         ]
 
     async def _invited_room(self, user_id: str, room_id: str) -> dict[str, Any]:
-        return {"invite_state": {"events": await self._stripped_state(room_id, user_id)}}
+        return {"invite_state": {"events": await self.stripped_state(room_id, user_id)}}
 
     async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
         joined = await self.storage.events.members(room_id, ("join",))

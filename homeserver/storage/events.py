@@ -296,11 +296,11 @@ class EventStore:
             out.update({r[0]: int(r[1]) for r in rows if r[1] is not None})
         return out
 
-    async def membership_event_ids(self, user_id: str) -> dict[str, str]:
-        """room_id -> the user's current membership event, in every room they have one."""
+    async def memberships_with_events(self, user_id: str) -> dict[str, tuple[str, str]]:
+        """room_id -> (membership, the membership event's ID), in every room the user has a membership."""
         rows = await self.db.fetch(
-            "SELECT room_id, event_id FROM current_state WHERE type = 'm.room.member' AND state_key = $1", user_id)
-        return {r[0]: r[1] for r in rows}
+            "SELECT room_id, membership, event_id FROM current_state WHERE type = 'm.room.member' AND state_key = $1", user_id)
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def rooms_changed_since(self, room_ids: list[str], since: int, upto: int) -> set[str]:
         if not room_ids:
