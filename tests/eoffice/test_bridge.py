@@ -82,6 +82,26 @@ async def wait_port(port: int) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
+def collect_notices(device: Device) -> list[str]:
+    """The bodies of the m.notice messages (the bridge's replies) this client sees, as they arrive."""
+    notices: list[str] = []
+
+    async def on_notice(room: Any, event: nio.RoomMessageNotice) -> None:
+        notices.append(event.body)
+
+    device.client.add_event_callback(on_notice, nio.RoomMessageNotice)
+    return notices
+
+
+async def wait_for_member(device: Device, room: str, user: str) -> None:
+    async def joined() -> bool:
+        await device.sync()
+        r = device.client.rooms.get(room)
+        return bool(r) and user in r.users
+
+    await until(joined, f"{user} to join")
+
+
 class World:
     def __init__(self, tmp: Path, with_peer: bool = False) -> None:
         self.tmp = tmp
@@ -165,12 +185,7 @@ async def test_bridge_end_to_end(world: World, tmp_path: Path) -> None:
         assert status in (200, 201), file
         alice = Device(w.hs, alice_id, tmp_path / "nio-a", ssl=w.tls)  # type: ignore[arg-type]
         bob = Device(w.hs, bob_id, tmp_path / "nio-b", ssl=w.tls)  # type: ignore[arg-type]
-        notices: list[str] = []
-
-        async def on_notice(room: Any, event: nio.RoomMessageNotice) -> None:
-            notices.append(event.body)
-
-        alice.client.add_event_callback(on_notice, nio.RoomMessageNotice)
+        notices = collect_notices(alice)
         try:
             await alice.login("alice's laptop")
             await bob.login("bob's laptop")
@@ -179,12 +194,7 @@ async def test_bridge_end_to_end(world: World, tmp_path: Path) -> None:
             room = (await alice.client.room_create(invite=[bot], initial_state=[ENCRYPTION], name="Budget discussion",
                                                    power_level_override={"users": {bot: 50}})).room_id
 
-            async def bot_joined() -> bool:
-                await alice.sync()
-                r = alice.client.rooms.get(room)
-                return bool(r) and f"@eofficebot:{w.name}" in r.users
-
-            await until(bot_joined, "the bridge bot to join")
+            await wait_for_member(alice, room, bot)
             await alice.send(room, f"!eoffice link {file['file_no']}")
 
             async def linked() -> Any:
@@ -336,24 +346,14 @@ async def test_classified_file_only_in_an_encrypted_room(world: World, tmp_path:
         status, file = await w.eo(s, "POST", "/files", {"subject": "Defence procurement", "classification": "Secret", "created_by": "E1"})
         assert status in (200, 201), file
         alice = Device(w.hs, alice_id, tmp_path / "nio-a", ssl=w.tls)  # type: ignore[arg-type]
-        notices: list[str] = []
-
-        async def on_notice(room: Any, event: nio.RoomMessageNotice) -> None:
-            notices.append(event.body)
-
-        alice.client.add_event_callback(on_notice, nio.RoomMessageNotice)
+        notices = collect_notices(alice)
         try:
             await alice.login("alice's laptop")
             bot = f"@eofficebot:{w.name}"
             room = (await alice.client.room_create(invite=[bot], name="Procurement (clear)",
                                                    power_level_override={"users": {bot: 50}})).room_id
 
-            async def bot_joined() -> bool:
-                await alice.sync()
-                r = alice.client.rooms.get(room)
-                return bool(r) and bot in r.users
-
-            await until(bot_joined, "the bridge bot to join")
+            await wait_for_member(alice, room, bot)
             await alice.client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": f"!eoffice link {file['file_no']}"})
 
             async def refused() -> bool:
@@ -389,24 +389,14 @@ async def test_secret_file_only_where_every_member_is_on_this_server(world_with_
         _, secret = await w.eo(s, "POST", "/files", {"subject": "Treaty draft", "classification": "Secret", "created_by": "E1"})
         _, confidential = await w.eo(s, "POST", "/files", {"subject": "Visit schedule", "classification": "Confidential", "created_by": "E1"})
         alice = Device(w.hs, alice_id, tmp_path / "nio-a", ssl=w.tls)  # type: ignore[arg-type]
-        notices: list[str] = []
-
-        async def on_notice(room: Any, event: nio.RoomMessageNotice) -> None:
-            notices.append(event.body)
-
-        alice.client.add_event_callback(on_notice, nio.RoomMessageNotice)
+        notices = collect_notices(alice)
         try:
             await alice.login("alice's laptop")
             bot = f"@eofficebot:{w.name}"
             room = (await alice.client.room_create(invite=[bot, carol_id], initial_state=[ENCRYPTION], name="Joint working group",
                                                    power_level_override={"users": {bot: 50}})).room_id
 
-            async def bot_joined() -> bool:
-                await alice.sync()
-                r = alice.client.rooms.get(room)
-                return bool(r) and bot in r.users
-
-            await until(bot_joined, "the bridge bot to join")
+            await wait_for_member(alice, room, bot)
             await alice.send(room, f"!eoffice link {secret['file_no']}")
 
             async def refused() -> bool:
