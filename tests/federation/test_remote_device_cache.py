@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 from nacl.signing import SigningKey
@@ -93,6 +93,22 @@ async def _query_until(hs1: RunningServer, token: str, user: str, done: Callable
             return body
         await asyncio.sleep(0.05)
     raise AssertionError(f"never happened; last answer: {body}")
+
+
+async def _poll(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait up to 5 s for ``check``; the test's own assertions say what must hold afterwards."""
+    for _ in range(100):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _gone_from(hs1: RunningServer, token: str, room: str, user: str) -> bool:
+    return user not in (await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=token)).body["joined"]
+
+
+async def _stale(hs1: RunningServer, user: str) -> bool:
+    return (await hs1.hs.storage.remote_devices.get([user]))[user].stale
 
 
 async def _login_with_keys(hs2: RunningServer, user: str, device_id: str, name: str) -> tuple[str, SigningKey]:
@@ -212,11 +228,8 @@ async def test_a_lost_update_marks_the_cache_stale_and_the_next_query_refetches(
     assert lost and lost[0]["device_id"] == "LOST"
     # ...so the next one names a prev_id hs1 never saw: hs1 marks bob's list stale instead of applying it.
     await _login_with_keys(hs2, bob, "NEXT", "next")
-    for _ in range(100):
-        cached = (await hs1.hs.storage.remote_devices.get([bob]))[bob]
-        if cached.stale:
-            break
-        await asyncio.sleep(0.05)
+    await _poll(lambda: _stale(hs1, bob))
+    cached = (await hs1.hs.storage.remote_devices.get([bob]))[bob]
     assert cached.stale and "NEXT" not in cached.devices
     # The next query fetches the whole list again, and the cache is fresh and complete.
     body = await _query(hs1, ta, bob)
@@ -263,29 +276,20 @@ async def test_rejoining_after_sharing_no_room_makes_the_cache_stale(federation:
 
     # While bob shares no room with hs1's users, hs2 tells hs1 nothing of his new device...
     assert (await hs2.http.post(f"{C}/rooms/{room}/leave", {}, token=tb)).status == 200
-    for _ in range(100):
-        if bob not in (await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)).body["joined"]:
-            break
-        await asyncio.sleep(0.05)
+    await _poll(lambda: _gone_from(hs1, ta, room, bob))
     await _login_with_keys(hs2, bob, "QUIET", "quiet")
     await asyncio.sleep(0.3)
     assert "QUIET" not in (await hs1.hs.storage.remote_devices.get([bob]))[bob].devices
     # ...so his join makes hs1's copy stale, and the next query fetches the list again.
     assert (await hs2.http.post(f"{C}/join/%23keys:{hs1.config.server_name}", {}, token=tb)).status == 200
-    for _ in range(100):
-        if (await hs1.hs.storage.remote_devices.get([bob]))[bob].stale:
-            break
-        await asyncio.sleep(0.05)
+    await _poll(lambda: _stale(hs1, bob))
     assert (await hs1.hs.storage.remote_devices.get([bob]))[bob].stale
     assert "QUIET" in (await _query(hs1, ta, bob))["device_keys"][bob]
     assert peer.calls["user_devices"] == 2
 
     # Once he leaves for good, a query goes to hs2 each time and the cached copy is dropped.
     assert (await hs2.http.post(f"{C}/rooms/{room}/leave", {}, token=tb)).status == 200
-    for _ in range(100):
-        if bob not in (await hs1.http.get(f"{C}/rooms/{room}/joined_members", token=ta)).body["joined"]:
-            break
-        await asyncio.sleep(0.05)
+    await _poll(lambda: _gone_from(hs1, ta, room, bob))
     assert "QUIET" in (await _query(hs1, ta, bob))["device_keys"][bob]
     assert peer.calls == {"user_devices": 2, "keys_query": 1}
     assert await hs1.hs.storage.remote_devices.get([bob]) == {}
